@@ -1,0 +1,19 @@
+"""Array type aliases and the dimension-name glossary shared by every jaxlaw module.
+
+Dimension names used in jaxtyping annotations:
+
+- ``curves``: independent curves fitted at once (models x datasets x budgets, flattened).
+- ``points``: points of one curve (subset sizes), padded to a static length and masked.
+- ``inits``: starting points of a multi-start fit.
+- ``models``: candidate models of a selection problem.
+- ``params``: flattened parameter vector.
+"""
+
+from typing import TypeAlias
+
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+Scalar: TypeAlias = Float[Array, ""]
+Key: TypeAlias = PRNGKeyArray
+
+__all__ = ["Array", "Bool", "Float", "Int", "Key", "Scalar"]

@@ -1,0 +1,19 @@
+"""Multi-start least-squares fitting of scaling laws (the only optimistix user in jaxlaw).
+
+Entry point: `fit_curves`, one jitted call fitting B curves x K starts::
+
+    import jax, jax.numpy as jnp
+    from jaxlaw.laws import RECTIFIED
+    from jaxlaw.fitting import fit_curves
+    fit = fit_curves(RECTIFIED, jnp.log(sizes), jnp.log(losses), key=jax.random.key(0))
+    fit.params, fit.rmsd, fit.ok   # best start per curve
+
+Each start is solved by Levenberg-Marquardt (MSE in log space) or BFGS (Huber), with
+``throw=False`` so failures become flags; the best successful start per curve is kept by a
+masked argmin. `reference` holds the reference code's own procedures for parity.
+"""
+
+from ._fit import FitResult as FitResult
+from ._fit import fit_curve as fit_curve
+from ._fit import fit_curves as fit_curves
+from ._fit import predict as predict

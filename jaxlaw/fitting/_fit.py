@@ -1,0 +1,209 @@
+"""Batched multi-start least-squares fits of a `Law` with optimistix."""
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import optimistix as optx
+
+from .._types import Array, Bool, Float, Key
+from ..laws import Law
+
+
+class FitResult(NamedTuple):
+    """Result of `fit_curve` (scalars) or `fit_curves` (leading ``curves`` axis).
+
+    Attributes:
+        params: best parameters (the law's NamedTuple).
+        loss: objective at ``params``: mean squared log residual ("mse") or summed Huber
+            ("huber") over the observed points; ``inf`` if no start gave a usable fit.
+        rmsd: root mean squared log residual at ``params`` (whatever the objective).
+        ok: True when the best start is usable: finite loss, and the solver either converged or
+            stopped at the step cap (degenerate laws, e.g. D_l -> 0, creep towards infinity and
+            never meet the tolerance, yet their fit is as good as it gets).
+        converged: True when the best start met the solver's tolerance.
+        steps: solver steps taken by the best start (screening + polishing).
+        init_loss: objective reached by every start after the screening phase, shape
+            (..., inits); ``inf`` for failed starts.
+    """
+
+    params: Any
+    loss: Array
+    rmsd: Array
+    ok: Array
+    converged: Array
+    steps: Array
+    init_loss: Array
+
+
+def _huber(r: Array, delta: float) -> Array:
+    a = jnp.abs(r)
+    return jnp.where(a < delta, 0.5 * r**2, delta * (a - 0.5 * delta))
+
+
+def clean_points(log_l: Array, mask: Array | None) -> tuple[Array, Array]:
+    """Mask out non-finite cells and replace them by 0 so they cannot poison gradients."""
+    ok = jnp.isfinite(log_l)
+    mask = ok if mask is None else (jnp.asarray(mask, bool) & ok)
+    return jnp.where(mask, log_l, 0.0), mask
+
+
+def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
+    """Masked log residuals ``predict - log_l`` (zero at masked points)."""
+    return jnp.where(mask, law.predict(p, log_d) - log_l, 0.0)
+
+
+def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
+    """One start: returns (params, objective, usable, converged, steps)."""
+    n = jnp.maximum(mask.sum(), 1).astype(log_l.dtype)
+    if loss == "mse":
+        # LM minimises 0.5 * sum(r^2); the 1/sqrt(n) scale makes that half the MSE.
+        fn = lambda p, _: residuals(law, p, log_d, log_l, mask) / jnp.sqrt(n)  # noqa: E731
+        solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
+        sol = optx.least_squares(fn, solver, p0, max_steps=max_steps, throw=False)
+    else:
+        fn = lambda p, _: _huber(residuals(law, p, log_d, log_l, mask), delta).sum()  # noqa: E731
+        solver = optx.BFGS(rtol=rtol, atol=atol)
+        sol = optx.minimise(fn, solver, p0, max_steps=max_steps, throw=False)
+    r = residuals(law, sol.value, log_d, log_l, mask)
+    value = (r**2).sum() / n if loss == "mse" else _huber(r, delta).sum()
+    converged = sol.result == optx.RESULTS.successful
+    capped = sol.result == optx.RESULTS.nonlinear_max_steps_reached
+    usable = (converged | capped) & jnp.isfinite(value)
+    return sol.value, jnp.where(usable, value, jnp.inf), usable, converged, sol.stats["num_steps"]
+
+
+def fit_curve(
+    law: Law,
+    log_d: Float[Array, " points"],
+    log_l: Float[Array, " points"],
+    mask: Bool[Array, " points"] | None = None,
+    *,
+    key: Key,
+    n_inits: int | None = None,
+    loss: str = "mse",
+    delta: float = 1e-3,
+    screen_steps: int = 30,
+    n_keep: int = 4,
+    max_steps: int = 500,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+) -> FitResult:
+    """Fit ``law`` to one curve from ``n_inits`` starts and keep the best one.
+
+    Two phases keep the vmapped while-loops short (each runs as long as its slowest member):
+    every start takes ``screen_steps`` solver steps, then the ``n_keep`` best continue for up to
+    ``max_steps`` more. With ``n_keep >= n_inits`` every start runs the full ``max_steps``.
+
+    Args:
+        law: the functional form (see `jaxlaw.laws`).
+        log_d: natural log of the subset sizes, shape (points,); ``-inf`` encodes D = 0.
+        log_l: natural log of the losses, shape (points,); NaN cells count as missing.
+        mask: which points to fit, shape (points,); default all finite ``log_l``.
+        key: PRNG key for the starts beyond the law's deterministic grid.
+        n_inits: number of starts (Python int); default the law's grid size.
+        loss: "mse" (Levenberg-Marquardt on log residuals) or "huber" (BFGS on the summed
+            Huber loss of the log residuals with threshold ``delta``).
+        delta: Huber threshold in log-loss units.
+        screen_steps: solver steps every start takes before the best ``n_keep`` are kept.
+        n_keep: starts polished to convergence.
+        max_steps: step cap of the polishing phase.
+        rtol, atol: solver tolerances.
+
+    Returns:
+        `FitResult` with scalar leaves (``init_loss`` has shape (inits,)).
+    """
+    log_l, mask = clean_points(log_l, mask)
+    n_inits = law.n_grid if n_inits is None else n_inits
+    starts = law.sample_init(key, log_d, log_l, mask, n_inits)
+    steps0 = 0
+    data = (log_d, log_l, mask)
+    many = lambda fn: jax.vmap(fn, in_axes=(0, None, None, None))  # noqa: E731
+    if n_keep < n_inits:
+        screen = partial(_solve_one, law, loss, delta, screen_steps, rtol, atol)
+        p1, v1, _, _, steps0 = many(screen)(starts, *data)
+        keep = jnp.argsort(v1)[:n_keep]
+        starts, steps0, init_loss = jax.tree.map(lambda a: a[keep], p1), steps0[keep], v1
+    polish = partial(_solve_one, law, loss, delta, max_steps, rtol, atol)
+    params, value, usable, converged, steps = many(polish)(starts, *data)
+    if n_keep >= n_inits:
+        init_loss = value
+    best = jnp.argmin(value)
+    best_params = jax.tree.map(lambda a: a[best], params)
+    r = residuals(law, best_params, *data)
+    return FitResult(
+        params=best_params,
+        loss=value[best],
+        rmsd=jnp.sqrt((r**2).sum() / jnp.maximum(mask.sum(), 1)),
+        ok=usable[best],
+        converged=converged[best],
+        steps=steps[best] + (steps0[best] if n_keep < n_inits else 0),
+        init_loss=init_loss,
+    )
+
+
+@partial(
+    jax.jit,
+    static_argnames=(
+        "law", "n_inits", "loss", "delta", "screen_steps", "n_keep", "max_steps", "rtol", "atol"
+    ),
+)
+def fit_curves(
+    law: Law,
+    log_d: Float[Array, "*curves points"],
+    log_l: Float[Array, "*curves points"],
+    mask: Bool[Array, "*curves points"] | None = None,
+    *,
+    key: Key,
+    n_inits: int | None = None,
+    loss: str = "mse",
+    delta: float = 1e-3,
+    screen_steps: int = 30,
+    n_keep: int = 4,
+    max_steps: int = 500,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+) -> FitResult:
+    """Fit ``law`` to a batch of curves (curves x inits in one jitted, vmapped call).
+
+    Same arguments as `fit_curve`, with a leading ``curves`` axis on ``log_l`` and ``mask``
+    (``log_d`` may be shared, shape (points,), or per curve). Each curve gets its own key,
+    ``jr.split(key, n_curves)``, so results do not depend on batching for a given key.
+
+    Returns:
+        `FitResult` whose leaves have the leading ``curves`` axis.
+    """
+    log_l = jnp.asarray(log_l)
+    if mask is None:
+        mask = jnp.isfinite(log_l)
+    batch = log_l.shape[:-1]
+    n = log_l.shape[-1]
+    log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape).reshape(-1, n)
+    flat_l, flat_m = log_l.reshape(-1, n), jnp.broadcast_to(mask, log_l.shape).reshape(-1, n)
+    keys = jr.split(key, flat_l.shape[0])
+    one = partial(
+        fit_curve,
+        law,
+        n_inits=n_inits,
+        loss=loss,
+        delta=delta,
+        screen_steps=screen_steps,
+        n_keep=n_keep,
+        max_steps=max_steps,
+        rtol=rtol,
+        atol=atol,
+    )
+    out = jax.vmap(lambda x, y, m, k: one(x, y, m, key=k))(log_d, flat_l, flat_m, keys)
+    return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
+
+
+def predict(law: Law, params, log_d: Array) -> Array:
+    """Evaluate ``law`` for batched ``params`` (leading axes) at ``log_d`` (broadcast)."""
+    lead = jax.tree.leaves(params)[0].ndim
+    fn = law.predict
+    for _ in range(lead):
+        fn = jax.vmap(fn, in_axes=(0, 0 if jnp.ndim(log_d) > 1 else None))
+    return fn(params, log_d)
+
