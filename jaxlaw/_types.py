@@ -6,6 +6,7 @@ Dimension names used in jaxtyping annotations:
 - ``points``: points of one curve (subset sizes), padded to a static length and masked.
 - ``inits``: starting points of a multi-start fit.
 - ``models``: candidate models of a selection problem.
+- ``budgets``: data budgets M of a model-selection grid (largest subset a method may read).
 - ``params``: flattened parameter vector.
 """
 

@@ -17,3 +17,8 @@ from ._fit import FitResult as FitResult
 from ._fit import fit_curve as fit_curve
 from ._fit import fit_curves as fit_curves
 from ._fit import predict as predict
+from ._reference import ReferenceFit as ReferenceFit
+from ._reference import fit_rectified_reference as fit_rectified_reference
+from ._reference import fit_rectified_reference_curves as fit_rectified_reference_curves
+from ._reference import fit_vanilla_reference as fit_vanilla_reference
+from ._reference import fit_vanilla_reference_curves as fit_vanilla_reference_curves

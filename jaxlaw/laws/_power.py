@@ -39,7 +39,10 @@ def vanilla(p: VanillaParams, log_d: Array) -> Array:
 
     Math: L(D) = (B / D^beta + E)^alpha (Lin et al. 2024, project page; Hernandez et al. 2021),
     ln L = alpha * logaddexp(ln B - beta ln D, ln E).
+    Code-form parameters (`VanillaCode`, from reference-mode fits) use the code's formula.
     """
+    if isinstance(p, VanillaCode):
+        return vanilla_code(p, log_d)
     return jnp.exp(p.log_alpha) * jnp.logaddexp(p.log_b - p.beta * log_d, p.log_e)
 
 
@@ -81,12 +84,12 @@ def _vanilla_grid(log_d, log_l, mask) -> VanillaParams:
 
 
 def _describe_vanilla(p: VanillaParams) -> dict:
-    c = vanilla_to_code(p)
+    c = p if isinstance(p, VanillaCode) else vanilla_to_code(p)
     return {
         "alpha": float(c.alpha),
-        "B": float(jnp.exp(p.log_b)),
+        "B": float(1.0 / c.Bv),
         "beta": float(c.beta),
-        "E": float(jnp.exp(p.log_e)),
+        "E": float(jnp.abs(c.Ev)),
     }
 
 

@@ -47,13 +47,18 @@ class RectifiedPaper(NamedTuple):
     E: Array
 
 
-def rectified(p: RectifiedParams, log_d: Float[Array, "*points"]) -> Float[Array, "*points"]:
+def rectified(
+    p: "RectifiedParams | RectifiedCode", log_d: Float[Array, "*points"]
+) -> Float[Array, "*points"]:
     """Log loss of the rectified law at natural-log data size ``log_d``.
 
     Math: L(D) = B / (D_l + D^beta) + E  (Lin et al. 2024, eq. 2), written as
     ln L = logaddexp(ln E, ln(A - E) + log_sigmoid(-(beta ln D + Bc))) for stability.
     ``log_d = -inf`` (D = 0) gives ln A exactly (A = E + B / D_l).
+    Code-form parameters (`RectifiedCode`, from reference-mode fits) use the code's formula.
     """
+    if isinstance(p, RectifiedCode):
+        return rectified_code(p, log_d)
     beta = jnp.exp(p.log_beta)
     zero = jnp.isneginf(log_d)
     z = beta * finite_or(log_d, 0.0) + p.bc
@@ -129,6 +134,8 @@ def rectified_grid(
 
 
 def _describe(p: RectifiedParams) -> dict:
+    if isinstance(p, RectifiedCode):
+        p = from_code(p)
     q, c = to_paper(p), to_code(p)
     return {
         "A": float(c.A),
