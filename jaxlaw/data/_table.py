@@ -16,6 +16,8 @@ from jaxtyping import Bool, Float, Int
 
 _INT_RE = re.compile(r"\s*\+?[0-9]+\s*")
 _META = ("size", "family")
+# Cell spellings of a missing value (pandas' common NA tokens); model names never are.
+_NA = frozenset({"", "na", "n/a", "nan", "-nan", "null", "none", "<na>"})
 DATASETS = ("flan", "wmt19", "gigaword")
 
 
@@ -60,11 +62,11 @@ def _fail(where: str, msg: str) -> TableError:
     return TableError(f"{where}: {msg}" if where else msg)
 
 
-def _is_missing(v: Any) -> bool:
+def _is_missing(v: Any, *, tokens: bool = False) -> bool:
     if v is None:
         return True
     if isinstance(v, str):
-        return v.strip() == ""
+        return v.strip().lower() in _NA if tokens else v.strip() == ""
     try:
         return bool(pd.isna(v))
     except (TypeError, ValueError):
@@ -73,7 +75,7 @@ def _is_missing(v: Any) -> bool:
 
 def _to_float(v: Any) -> float | None:
     """A cell as float (NaN if missing), or None if it is not a number."""
-    if _is_missing(v):
+    if _is_missing(v, tokens=True):
         return float("nan")
     if isinstance(v, (bool, np.bool_)):
         return None
@@ -168,7 +170,8 @@ def _build(
     families = None
     if "family" in meta_cols:
         families = tuple(
-            "" if _is_missing(v) else str(v).strip() for v in cells[:, meta_cols["family"]]
+            "" if _is_missing(v, tokens=True) else str(v).strip()
+            for v in cells[:, meta_cols["family"]]
         )
     return LossTable(name, tuple(names), sizes, loss, n_params, families)
 
@@ -243,9 +246,11 @@ def load_table(path: str | os.PathLike, *, name: str | None = None) -> LossTable
     if not path.is_file():
         raise _fail("", f"loss table not found: {path}")
     try:
-        # Read everything as text, header included, so that duplicate headers stay visible
-        # (pandas would rename them) and every cell is converted by `_build` with its name.
-        raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=True, skipinitialspace=True)
+        # Read everything as raw text, header included, so that duplicate headers stay visible
+        # (pandas would rename them), a model called "NA" stays a name, and every cell is
+        # converted by `_build`, which can name it.
+        raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False,
+                          skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise _fail(where, "empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:

@@ -10,6 +10,7 @@ from jaxtyping import Float, Int
 from ..data import LossTable
 from ._baselines import ats_table, golden, model_size, subtuning, zero_shot
 from ._budget import budget_grid
+from ._lawfit import our_fit, vanilla_fit
 
 
 class Scores(NamedTuple):
@@ -70,6 +71,8 @@ def _golden(table, budgets, target):
 
 METHODS: dict[str, MethodFn] = {
     "ats": _ats,
+    "ourfit": our_fit,
+    "vanillafit": vanilla_fit,
     "zeroshot": _zeroshot,
     "subtuning": _subtuning,
     "modelsize": _modelsize,

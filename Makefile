@@ -1,0 +1,29 @@
+# jaxlaw: `make demo` and `make test` are the only two commands a newcomer needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Reference data lives beside the repo (never copied into it); override with JAXLAW_DATA=...
+JAXLAW_DATA ?= $(abspath ../shared/data)
+export JAXLAW_DATA
+# 2 cores: pytest-xdist with 2 workers; 'make test PYTEST_ARGS=-n0' to run serially.
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m jaxlaw.demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	bash benchmark/run_all.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
