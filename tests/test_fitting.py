@@ -165,3 +165,15 @@ def test_vanilla_reference_mode_is_seeded(data_root):
     b = fit_vanilla_reference_curves(X, jnp.asarray(y[:4]), key=jr.key(1))
     np.testing.assert_array_equal(a.rmsd, b.rmsd)
     assert np.isfinite(a.rmsd).all() and np.asarray(a.ok).all()
+
+
+def test_masked_zero_size_does_not_poison_laws_that_diverge_there(key):
+    # Regression: ln D = -inf at a masked point gave NaN gradients through `where`.
+    y = 1.2 * jnp.log(30.0 * jnp.exp(-0.35 * X) + 0.9)
+    x0 = jnp.concatenate([jnp.array([-jnp.inf]), X])
+    y0 = jnp.concatenate([jnp.array([jnp.log(9.0)]), y])
+    m0 = jnp.ones(15, bool).at[0].set(False)
+    with_zero = fit_curve(VANILLA, x0, y0, m0, key=key)
+    without = fit_curve(VANILLA, X, y, key=key)
+    np.testing.assert_allclose(with_zero.rmsd, without.rmsd, atol=1e-9)
+    assert float(with_zero.rmsd) < 1e-6

@@ -43,11 +43,14 @@ def _huber(r: Array, delta: float) -> Array:
     return jnp.where(a < delta, 0.5 * r**2, delta * (a - 0.5 * delta))
 
 
-def clean_points(log_l: Array, mask: Array | None) -> tuple[Array, Array]:
-    """Mask out non-finite cells and replace them by 0 so they cannot poison gradients."""
+def clean_points(log_d: Array, log_l: Array, mask: Array | None) -> tuple[Array, Array, Array]:
+    """Mask out non-finite losses; zero masked sizes and losses so they cannot poison gradients
+    (``where`` does not stop a NaN gradient from an infinite unselected branch, e.g. a vanilla
+    law at a masked D = 0)."""
     ok = jnp.isfinite(log_l)
     mask = ok if mask is None else (jnp.asarray(mask, bool) & ok)
-    return jnp.where(mask, log_l, 0.0), mask
+    log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape)
+    return jnp.where(mask, log_d, 0.0), jnp.where(mask, log_l, 0.0), mask
 
 
 def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
@@ -115,7 +118,7 @@ def fit_curve(
     Returns:
         `FitResult` with scalar leaves (``init_loss`` has shape (inits,)).
     """
-    log_l, mask = clean_points(log_l, mask)
+    log_d, log_l, mask = clean_points(log_d, log_l, mask)
     n_inits = law.n_grid if n_inits is None else n_inits
     starts = law.sample_init(key, log_d, log_l, mask, n_inits)
     steps0 = 0

@@ -78,9 +78,9 @@ def fit_rectified_reference(
     Returns:
         `ReferenceFit` with `RectifiedCode` params.
     """
-    log_l, mask = clean_points(log_l, mask)
+    log_d, log_l, mask = clean_points(log_d, log_l, mask)
     w = mask.astype(log_l.dtype)
-    x = jnp.where(mask, log_d, 0.0)
+    x = log_d
     y_max = jnp.max(jnp.where(mask, log_l, -jnp.inf))
     y_min = jnp.min(jnp.where(mask, log_l, jnp.inf))
     theta0 = jnp.stack([jnp.exp(y_max), jnp.zeros_like(y_max), jnp.ones_like(y_max),
@@ -141,7 +141,7 @@ def fit_vanilla_reference(
     Returns:
         `ReferenceFit` with `VanillaCode` params (``ok`` False if every start was NaN).
     """
-    log_l, mask = clean_points(log_l, mask)
+    log_d, log_l, mask = clean_points(log_d, log_l, mask)
     starts = jr.uniform(key, (n_inits, 4), log_l.dtype)
 
     def objective(v, _):

@@ -42,3 +42,6 @@ from ._select import select as select
 from ._select import selection_grid as selection_grid
 from ._lawfit import our_fit as our_fit
 from ._lawfit import vanilla_fit as vanilla_fit
+from ._lawfit import TableFit as TableFit
+from ._lawfit import fit_table as fit_table
+from ._lawfit import fitted_curves as fitted_curves

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import ArrayLike
 
 from .._types import Array, Bool, Float, Int
 
@@ -37,13 +38,13 @@ class AtsResult(NamedTuple):
 
 
 def ats(
-    log_d: Float[Array, " points"],
-    log_l: Float[Array, " points"],
-    mask: Bool[Array, " points"] | None = None,
+    log_d: Float[ArrayLike, " points"],
+    log_l: Float[ArrayLike, " points"],
+    mask: Bool[ArrayLike, " points"] | None = None,
     *,
     k: int = 3,
-    delta: float = 5.0,
-    log_target: float = LOG_TARGET,
+    delta: Float[ArrayLike, ""] = 5.0,
+    log_target: Float[ArrayLike, ""] = LOG_TARGET,
     faithful: bool = True,
 ) -> AtsResult:
     """AtS model-selection extrapolation for ONE curve (Lin et al., ICML 2024, §4.3 of the spec).
@@ -130,13 +131,13 @@ def ats(
 
 @partial(jax.jit, static_argnames=("k", "faithful"))
 def ats_curves(
-    log_d: Float[Array, "*curves points"],
-    log_l: Float[Array, "*curves points"],
-    mask: Bool[Array, "*curves points"] | None = None,
+    log_d: Float[ArrayLike, "*#curves points"],
+    log_l: Float[ArrayLike, "*curves points"],
+    mask: Bool[ArrayLike, "*#curves points"] | None = None,
     *,
     k: int = 3,
-    delta: float = 5.0,
-    log_target: float = LOG_TARGET,
+    delta: Float[ArrayLike, ""] = 5.0,
+    log_target: Float[ArrayLike, ""] = LOG_TARGET,
     faithful: bool = True,
 ) -> AtsResult:
     """`ats` for a batch of curves in one jitted, vmapped call.

@@ -6,8 +6,9 @@ from jaxtyping import Bool, Int
 from ..data import TableError
 
 
-def budget_grid(sizes: Int[np.ndarray, " points"], budget: int, *, smallest: int | None = None
-                ) -> list[int]:
+def budget_grid(
+    sizes: Int[np.ndarray, " points"], budget: int, *, smallest: int | None = None
+) -> list[int]:
     """The doubling grid D_j = M / 2^j, j = floor(log2(M / smallest)) .. 0, ascending.
 
     Args:

@@ -6,6 +6,7 @@ to a leading axis, budgets become point masks), then each law is evaluated at ln
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..data import LossTable, check_fit_points
 from ..fitting import fit_curves, fit_rectified_reference_curves, fit_vanilla_reference_curves
-from ..laws import RECTIFIED, VANILLA
+from ..laws import RECTIFIED, VANILLA, get_law
 from ._budget import budget_mask
 
 MODES = ("multistart", "reference")
@@ -121,3 +122,91 @@ def vanilla_fit(
     pred = np.asarray(jnp.exp(jax.vmap(VANILLA.predict, in_axes=(0, None))(fit.params, math.log(target))))
     pred = np.where(np.isfinite(pred), pred, nan_as)
     return pred.reshape(len(budgets), -1)
+
+
+class TableFit(NamedTuple):
+    """Per-model fit of a whole loss table (`fit_table`).
+
+    Attributes:
+        law: the fitted law's name.
+        log_d: natural log of the table's sizes, shape (points,) (-inf for D = 0).
+        mask: points each fit used, shape (models, points).
+        params: fitted parameters, leaves of shape (models,) (code form in reference mode).
+        rmsd: RMSD under natural log on the used points, shape (models,).
+        ok: usable fit per model, shape (models,).
+    """
+
+    law: str
+    log_d: np.ndarray
+    mask: np.ndarray
+    params: NamedTuple
+    rmsd: np.ndarray
+    ok: np.ndarray
+
+
+def fit_table(
+    table: LossTable,
+    law: str = "rectified",
+    *,
+    zero_shot: bool = False,
+    faithful: bool = False,
+    loss: str = "mse",
+    delta: float = 1e-3,
+    n_inits: int | None = None,
+    seed: int = 0,
+) -> TableFit:
+    """Fit one law to every model of a table in one batched call.
+
+    Args:
+        table: loss table.
+        law: a `jaxlaw.laws` name.
+        zero_shot: also fit the size-0 column at D = 0 exactly (only laws finite at D = 0).
+        faithful: the reference's own procedure (rectified: two-stage relaxation; vanilla:
+            Huber delta = 1e-3 from 10 seeded uniform starts); otherwise the multi-start fit.
+        loss: "mse" or "huber" (multi-start only).
+        delta: Huber threshold.
+        n_inits: starts per curve (multi-start; default the law's grid).
+        seed: PRNG seed.
+
+    Returns:
+        `TableFit` (numpy leaves).
+
+    Raises:
+        ValueError: unknown law, a law that diverges at D = 0 with ``zero_shot``, or
+            ``faithful`` for a law the reference never fitted.
+        TableError: a model with fewer than 3 usable points.
+    """
+    the_law = get_law(law)
+    if zero_shot and law not in ("rectified", "rectified_alpha"):
+        raise ValueError(f"law {law!r} diverges at D = 0; zero_shot needs rectified or rectified_alpha")
+    if faithful and law not in ("rectified", "vanilla"):
+        raise ValueError(f"faithful mode exists for the rectified and vanilla laws, not {law!r}")
+    mask = (table.sizes > 0) | (zero_shot & (table.sizes == 0))
+    mask = np.broadcast_to(mask, table.loss.shape) & np.isfinite(table.loss)
+    check_fit_points(table, mask)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_d = np.log(table.sizes.astype(np.float64))
+        log_l = np.log(table.loss)
+    if faithful and law == "rectified":
+        fit = fit_rectified_reference_curves(log_d, log_l, mask)
+    elif faithful:
+        fit = fit_vanilla_reference_curves(log_d, log_l, mask, key=jr.key(seed))
+    else:
+        fit = fit_curves(the_law, log_d, log_l, mask, key=jr.key(seed), n_inits=n_inits,
+                         loss=loss, delta=delta)
+    return TableFit(
+        law=law,
+        log_d=log_d,
+        mask=np.asarray(mask),
+        params=jax.tree.map(np.asarray, fit.params),
+        rmsd=np.asarray(fit.rmsd),
+        ok=np.asarray(fit.ok),
+    )
+
+
+def fitted_curves(fit: TableFit, grid: np.ndarray) -> np.ndarray:
+    """Loss of every model's fitted law on a grid of data sizes, shape (models, grid)."""
+    law = get_law(fit.law)
+    with np.errstate(divide="ignore"):
+        log_grid = jnp.asarray(np.log(np.asarray(grid, np.float64)))
+    return np.asarray(jnp.exp(jax.vmap(law.predict, in_axes=(0, None))(fit.params, log_grid)))

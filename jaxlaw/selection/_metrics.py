@@ -38,7 +38,8 @@ def pearson(
         truth: shape (..., models).
 
     Returns:
-        Correlation in [-1, 1], shape (...); NaN if either input is constant.
+        Correlation in [-1, 1], shape (...) (0-d array for one set of models); NaN if either
+        input is constant.
     """
     x = np.asarray(feature, np.float64)
     y = np.asarray(truth, np.float64)
@@ -47,7 +48,7 @@ def pearson(
     with np.errstate(invalid="ignore", divide="ignore"):
         x = x / np.linalg.norm(x, axis=-1, keepdims=True)
         y = y / np.linalg.norm(y, axis=-1, keepdims=True)
-    return np.clip((x * y).sum(axis=-1), -1.0, 1.0)
+    return np.asarray(np.clip((x * y).sum(axis=-1), -1.0, 1.0))
 
 
 def rel_acc(
@@ -62,10 +63,10 @@ def rel_acc(
         truth: true losses at the target size, shape (..., models), float64 for parity.
 
     Returns:
-        RelAcc in [0, 1], shape (...).
+        RelAcc in [0, 1], shape (...) (0-d array for one choice).
     """
     t = np.asarray(truth, np.float64)
     c = np.asarray(chosen, np.int64)
     picked = np.take_along_axis(t, c[..., None], axis=-1)[..., 0]
     hi, lo = t.max(axis=-1), t.min(axis=-1)
-    return (hi - picked) / (hi - lo)
+    return np.asarray((hi - picked) / (hi - lo))
