@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -56,7 +57,8 @@ def plot_fits(
             continue
         used = mask[i] & np.isfinite(loss[i])
         ax.scatter(x_obs[used], loss[i, used], s=14, color="C0", zorder=3, label="used")
-        unused = ~mask[i] & np.isfinite(loss[i])
+        # An unfitted zero-shot point (often 10x the fine-tuned losses) would squash the panel.
+        unused = ~mask[i] & np.isfinite(loss[i]) & positive
         ax.scatter(x_obs[unused], loss[i, unused], s=14, facecolors="none", edgecolors="C0",
                    zorder=3, label="not fitted")
         for j, (law, (grid, fitted)) in enumerate(curves.items()):
@@ -64,6 +66,8 @@ def plot_fits(
             ax.plot(grid, fitted[i], styles[j % 4], color=f"C{j + 1}", lw=1.4, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
         ax.set_title(models[i], fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="upper right")

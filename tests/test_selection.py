@@ -407,3 +407,21 @@ def test_grid_routes_options_and_filters_sizes(tables):
     pd.testing.assert_frame_equal(a, b)
     with pytest.raises(ValueError, match="unknown selection method 'best'"):
         selection_grid({"flan": flan}, ["best"])
+
+
+def test_ats_skips_missing_cells_and_names_short_models():
+    sizes = np.array([0, 200, 400, 800, 1600, 3200])
+    loss = np.array([[9.0, 3.0, 2.8, np.nan, 2.5, 2.4],
+                     [9.0, 3.0, np.nan, np.nan, 2.5, 2.4],
+                     [9.0, 3.0, 2.9, 2.7, 2.5, 2.4]])
+    t = LossTable("toy", ("a", "short", "c"), sizes, loss, None, None)
+    res = ats_table(t, [3200])
+    x = np.log(sizes.astype(float).clip(1))
+    for i in range(3):
+        keep = (sizes > 0) & np.isfinite(loss[i])
+        pred, tr = reference_ats(x[keep], np.log(loss[i, keep]))
+        assert res.transition[0, i] == tr
+        np.testing.assert_allclose(res.pred[0, i], pred, rtol=1e-10)
+    with pytest.raises(TableError) as err:
+        ats_table(t, [800])
+    assert "too few for: 'a' (2), 'short' (1)" in str(err.value)

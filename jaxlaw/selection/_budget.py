@@ -1,13 +1,13 @@
 """Data budgets: which subset sizes a selection method may read under a budget M."""
 
 import numpy as np
-from jaxtyping import Bool, Int
+from jaxtyping import ArrayLike, Bool, Int
 
 from ..data import TableError
 
 
 def budget_grid(
-    sizes: Int[np.ndarray, " points"], budget: int, *, smallest: int | None = None
+    sizes: Int[ArrayLike, " points"], budget: int, *, smallest: int | None = None
 ) -> list[int]:
     """The doubling grid D_j = M / 2^j, j = floor(log2(M / smallest)) .. 0, ascending.
 
@@ -45,7 +45,7 @@ def budget_grid(
 
 
 def budget_mask(
-    sizes: Int[np.ndarray, " points"],
+    sizes: Int[ArrayLike, " points"],
     budget: int,
     *,
     include_zero: bool = False,

@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-from jaxtyping import Float, Int
+from jaxtyping import ArrayLike, Float, Int
 
 from ..data import LossTable
 from ._baselines import ats_table, golden, model_size, subtuning, zero_shot
@@ -133,7 +133,7 @@ def display_name(name: str) -> str:
 
 
 def examples_used(
-    method: str, budget: int, sizes: Int[np.ndarray, " points"], *, target: int | None = None
+    method: str, budget: int, sizes: Int[ArrayLike, " points"], *, target: int | None = None
 ) -> int:
     """Cumulative fine-tuning examples a method consumes under budget M (true cost).
 
