@@ -425,3 +425,62 @@ def test_ats_skips_missing_cells_and_names_short_models():
     with pytest.raises(TableError) as err:
         ats_table(t, [800])
     assert "too few for: 'a' (2), 'short' (1)" in str(err.value)
+
+
+# ------------------------------------------------------------------ OurFit / VanillaFit
+# Spec §5.2 (Table 2) OurFit rows, PearCorr, 4-decimal values; gamma = 8 .. 512.
+TABLE2_OURFIT = {
+    "FLAN": [.7786, .6740, .5439, .4761, .5494, .4109, .3679],
+    "WMT19": [.9498, .9362, .9108, .8392, .7889, .7286, .6147],
+    "GIGAWORD": [.9698, .9070, .8835, .8362, .8364, .8153, .7855],
+}
+# Spec §5.6: OurFit with the multi-start global fitter, zero-shot at D = 1e-10 (as the
+# reference encodes it), gamma = 8 and 512 only (the full grid runs in `make bench`).
+OURFIT_MULTISTART = {
+    "PearCorr": {"FLAN": (.7795, .3792), "WMT19": (.9711, .5905), "GIGAWORD": (.9772, .8083)},
+    "RelAcc": {"FLAN": (1.0, .8534), "WMT19": (.9962, .8494), "GIGAWORD": (1.0, .8721)},
+}
+
+
+def test_ourfit_reference_mode_close_to_table2(tables):
+    """Issue acceptance 2: reference-mode OurFit within 0.15 of every Table 2 PearCorr cell,
+    mean |diff| <= 0.04. The reference's optimum moves with the optimizer (its own cached
+    numbers are one draw, spec §5.6); measured here: max 0.131 (WMT19 1/64), mean 0.028."""
+    grid = selection_grid(tables, ["OurFit"], mode="reference")
+    diffs = np.concatenate([
+        _cells(grid, "PearCorr", ds, "OurFit") - np.array(vals) for ds, vals in TABLE2_OURFIT.items()
+    ])
+    assert np.abs(diffs).max() <= 0.15
+    assert np.abs(diffs).mean() <= 0.04
+
+
+def test_ourfit_multistart_reproduces_spec(tables):
+    """Within 0.005 of the spec's multi-start numbers (scipy LM and a JAX prototype agreed on
+    them); RelAcc exact (a 5-point tolerance would hide a different chosen model)."""
+    grid = selection_grid(tables, ["OurFit"], budgets=(204800, 3200), zero_as=1e-10)
+    for metric, per_ds in OURFIT_MULTISTART.items():
+        for ds, vals in per_ds.items():
+            got = _cells(grid, metric, ds, "OurFit")  # sorted by ratio: 8, 512
+            tol = 0.005 if metric == "PearCorr" else 1e-4
+            np.testing.assert_allclose(got, vals, atol=tol, err_msg=f"{metric} {ds}")
+
+
+def test_vanillafit_seeded_and_sane(tables):
+    """Reference-mode VanillaFit is seed noise (spec §5.6) but reproducible for a seed; the
+    multi-start MSE fit is deterministic. Loose check: PearCorr > 0.8 on WMT19/Gigaword at 1/8."""
+    small = {k: tables[k] for k in ("wmt19", "gigaword")}
+    a = selection_grid(small, ["VanillaFit"], budgets=(204800,), mode="reference", seed=3)
+    b = selection_grid(small, ["VanillaFit"], budgets=(204800,), mode="reference", seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    for mode in ("reference", "multistart"):
+        g = selection_grid(small, ["VanillaFit"], budgets=(204800,), mode=mode, seed=3)
+        pc = g[g.metric == "PearCorr"].value.to_numpy()
+        assert np.isfinite(pc).all() and (pc > 0.8).all(), (mode, pc)
+
+
+def test_ourfit_without_zero_shot_and_bad_mode(tables):
+    flan = tables["flan"]
+    pred = select(flan, "ourfit", 204800, use_zero_shot=False).feature
+    assert np.isfinite(pred).all() and (pred > 0).all()
+    with pytest.raises(ValueError, match="unknown fit mode 'fast'"):
+        select(flan, "ourfit", 204800, mode="fast")
