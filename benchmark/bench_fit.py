@@ -121,19 +121,41 @@ def run_baseline(log_d, log_l, names, idx) -> tuple[np.ndarray, float, float]:
 
 
 # ------------------------------------------------------------------------------------ jaxlaw
-def run_jaxlaw(log_d, log_l, repeats: int):
+# A cheaper schedule (fewer screening steps, 3 polished starts, 200-step cap): the same RMSD to
+# 5 decimals on these 90 14-point curves, but not converged on OurFit's few-point curves, so
+# it is not the library default. Reported beside the default, never instead of it.
+FAST = dict(screen_steps=15, n_keep=3, max_steps=200)
+
+
+def run_jaxlaw(log_d, log_l, repeats: int, **kw):
     """Returns (fit of the first call, first-call wall s, steady walls [s], steady cpu [s])."""
     x, y, key = jax.numpy.asarray(log_d), jax.numpy.asarray(log_l), jax.random.key(0)
     t0 = time.perf_counter()
-    fit = jax.block_until_ready(fit_curves(RECTIFIED, x, y, key=key))
+    fit = jax.block_until_ready(fit_curves(RECTIFIED, x, y, key=key, **kw))
     first = time.perf_counter() - t0
     walls, cpus = [], []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(fit_curves(RECTIFIED, x, y, key=key))
+        jax.block_until_ready(fit_curves(RECTIFIED, x, y, key=key, **kw))
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return fit, first, walls, cpus
+
+
+def time_selection_grid(data_root: Path) -> tuple[float, float]:
+    """Wall seconds of the whole Table 1 + 2 grid (6 methods x 3 datasets x 7 budgets, the
+    paper's procedures): first call (with compiles) and a second call."""
+    from jaxlaw.data import load_dataset
+    from jaxlaw.selection import selection_grid
+
+    tables = {d: load_dataset(d, root=data_root) for d in DATASETS}
+    methods = ["AtS", "OurFit", "VanillaFit", "ZeroShot", "SubTuning", "ModelSize"]
+    walls = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        selection_grid(tables, methods, mode="reference", sign="reference")
+        walls.append(time.perf_counter() - t0)
+    return walls[0], walls[1]
 
 
 def means(rmsd: np.ndarray, names) -> dict:
@@ -178,6 +200,15 @@ def main(argv=None) -> dict:
           f"cpu/wall {statistics.median(cpus) / steady:.2f}) | ok {int(np.sum(fit.ok))}/{n}, "
           f"converged {int(np.sum(fit.converged))}/{n}")
 
+    fast_fit, fast_first, fast_walls, _ = run_jaxlaw(log_d, log_l, args.repeats, **FAST)
+    fast = statistics.median(fast_walls)
+    fast_rmsd = np.asarray(fast_fit.rmsd)
+    print(f"jaxlaw fast schedule {FAST}: first call {fast_first:.2f} s | steady median "
+          f"{fast:.3f} s | max |RMSD - default RMSD| {np.abs(fast_rmsd - jx_rmsd).max():.1e}")
+    grid_first, grid_second = time_selection_grid(args.data)
+    print(f"whole Table 1+2 grid (630 curves x 6 methods, paper procedures): first call "
+          f"{grid_first:.1f} s, second call {grid_second:.1f} s")
+
     idx = np.unique(np.round(np.linspace(0, n - 1, nb)).astype(int))
     load["before_baseline"] = os.getloadavg()[0]
     bl_rmsd, bl_wall, bl_cpu = run_baseline(log_d, log_l, names, idx)
@@ -202,7 +233,10 @@ def main(argv=None) -> dict:
     print(f"jaxlaw RMSD <= baseline RMSD + 1e-12 on {wins}/{int(fitted.sum())} curves "
           f"(baseline failed on {len(idx) - int(fitted.sum())})")
     print(f"speed: baseline {bl_total:.1f} s{' (extrapolated)' if extrapolated else ''} / jaxlaw "
-          f"steady {steady:.3f} s = {ratio:.0f}x (jaxlaw incl. compile: {bl_total / first:.0f}x)")
+          f"steady {steady:.3f} s = {ratio:.0f}x (jaxlaw incl. compile: {bl_total / first:.0f}x); "
+          f"fast schedule {bl_total / fast:.0f}x, RMSD <= baseline + 1e-12 on "
+          f"{int(np.sum(fast_rmsd[np.isfinite(bl_rmsd)] <= bl_rmsd[np.isfinite(bl_rmsd)] + 1e-12))}"
+          f" curves")
 
     record = {
         "bench": "bench_fit", "timestamp": datetime.now(timezone.utc).isoformat(),
@@ -214,6 +248,9 @@ def main(argv=None) -> dict:
         "jaxlaw_first_call_s": first, "jaxlaw_steady_median_s": steady, "jaxlaw_steady_s": walls,
         "jaxlaw_steady_cpu_s": cpus, "jaxlaw_ok": int(np.sum(fit.ok)),
         "jaxlaw_converged": int(np.sum(fit.converged)),
+        "fast_schedule": FAST, "fast_first_call_s": fast_first, "fast_steady_median_s": fast,
+        "fast_speed_ratio": bl_total / fast, "fast_rmsd_mean": means(fast_rmsd, names),
+        "table12_grid_first_s": grid_first, "table12_grid_second_s": grid_second,
         "baseline_curves": len(idx), "baseline_measured_s": bl_wall, "baseline_cpu_s": bl_cpu,
         "baseline_total_s": bl_total, "baseline_extrapolated": extrapolated,
         "speed_ratio_baseline_over_jaxlaw_steady": ratio,
