@@ -1,0 +1,75 @@
+"""The command line, the demo and the reproduction script, run as a user would."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from jaxlaw.cli import main
+
+
+def test_select_prints_ranking_and_metrics(data_root, capsys):
+    assert main(["select", "flan", "--data", str(data_root), "--budget", "204800"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen: microsoft/phi-1_5" in out
+    assert "RelAcc 0.9360" in out and "PearCorr 0.9087" in out  # Table 1, FLAN AtS 1/8
+
+
+def test_fit_writes_csv_and_plot(data_root, tmp_path, capsys):
+    csv, png = tmp_path / "fit.csv", tmp_path / "fit.png"
+    assert main(["fit", "gigaword", "--data", str(data_root), "--out", str(csv), "--plot", str(png)]) == 0
+    df = pd.read_csv(csv, index_col=0)
+    assert len(df) == 30 and {"D_l", "D_l_examples", "beta", "E", "rmsd_log"} <= set(df.columns)
+    assert df.rmsd_log.mean() == pytest.approx(0.00507, abs=5e-5)
+    assert png.stat().st_size > 10_000
+    assert "mean RMSD under log: 0.0050" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["select", "nope.csv", "--budget", "200"], "nope.csv: no such file"),
+        (["select", "flan", "--budget", "5000"], "budget 5000 is not a subset size"),
+        (["fit", "flan", "--law", "vanilla", "--zero-shot"], "diverges at D = 0"),
+        (["fit", "flan", "--law", "power", "--faithful"], "faithful mode exists"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(data_root, capsys, argv, message):
+    assert main([*argv[:2], "--data", str(data_root), *argv[2:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxlaw: error:") and message in err[0]
+
+
+def test_bad_csv_names_the_culprit(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,0,200,400,800\na,3.0,2.5,2.0,oops\nb,3.0,2.4,2.1,1.9\n")
+    assert main(["select", str(bad), "--budget", "800"]) == 2
+    err = capsys.readouterr().err
+    assert "800" in err and "'a'" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_reproduce_quick(data_root, tmp_path):
+    out = tmp_path / "rep"
+    assert main(["reproduce", "rectified", "--data", str(data_root), "--out", str(out), "--quick"]) == 0
+    sel = pd.read_csv(out / "selection.csv")
+    assert list(sel.columns) == ["dataset", "ratio", "max_data_num", "predict_data_num", "metric",
+                                 "method", "value"]
+    assert set(sel.method) == {"AtS", "OurFit", "VanillaFit", "ZeroShot", "SubTuning", "ModelSize"}
+    assert set(sel.dataset) == {"FLAN", "WMT19", "GIGAWORD"} and set(sel.ratio) == {8, 512}
+    ats = sel[(sel.dataset == "FLAN") & (sel.method == "AtS") & (sel.metric == "PearCorr")]
+    assert ats.sort_values("ratio").value.tolist() == [0.9087, 0.4556]
+    rmsd = pd.read_csv(out / "rmsd.csv")
+    assert list(rmsd.columns) == ["dataset", "model", "law", "rmsd_log"] and len(rmsd) == 360
+    for f in ("tables.md", "rmsd.png", "selection.png", "fits_flan.png", "config.json"):
+        assert (out / f).stat().st_size > 0
+
+
+def test_demo_without_data_uses_synthetic_curves(tmp_path):
+    env = {"JAXLAW_DATA": str(tmp_path / "absent"), "TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "jaxlaw.demo"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "generates curves from the rectified scaling law itself" in r.stdout
+    assert "chosen: synthetic-" in r.stdout
