@@ -12,8 +12,6 @@ from helpers import SIZES, rmsd_curves
 from jaxlaw.fitting import (
     fit_curve,
     fit_curves,
-    fit_rectified_reference_curves,
-    fit_vanilla_reference_curves,
     predict,
 )
 from jaxlaw.laws import POWER, RECTIFIED, VANILLA, RectifiedPaper, from_paper, rectified
@@ -150,7 +148,7 @@ def test_reference_mode_rmsd_close_to_paper(data_root, dataset):
     means are checked to 12 % and 85 of 90 curves to 6e-4. Measured: 0.00713 / 0.01210 / 0.00517.
     """
     models, y = rmsd_curves(data_root, dataset)
-    fit = fit_rectified_reference_curves(X, jnp.asarray(y))
+    fit = fit_curves(RECTIFIED, X, jnp.asarray(y), key=jr.key(0), faithful=True)
     rmsd = np.asarray(fit.rmsd)
     assert np.asarray(fit.ok).all()
     np.testing.assert_allclose(rmsd.mean(), RMSD_MEAN_RECTIFIED[dataset], rtol=0.12)
@@ -161,10 +159,18 @@ def test_reference_mode_rmsd_close_to_paper(data_root, dataset):
 
 def test_vanilla_reference_mode_is_seeded(data_root):
     _, y = rmsd_curves(data_root, "gigaword")
-    a = fit_vanilla_reference_curves(X, jnp.asarray(y[:4]), key=jr.key(1))
-    b = fit_vanilla_reference_curves(X, jnp.asarray(y[:4]), key=jr.key(1))
+    a = fit_curves(VANILLA, X, jnp.asarray(y[:4]), key=jr.key(1), faithful=True)
+    b = fit_curves(VANILLA, X, jnp.asarray(y[:4]), key=jr.key(1), faithful=True)
     np.testing.assert_array_equal(a.rmsd, b.rmsd)
     assert np.isfinite(a.rmsd).all() and np.asarray(a.ok).all()
+    assert a.init_loss.shape == (4, 10)  # the reference's 10 uniform starts per curve
+
+
+def test_faithful_only_for_the_reference_laws(key):
+    with pytest.raises(ValueError, match="faithful mode exists for the rectified and vanilla"):
+        fit_curves(POWER, X, X[None], key=key, faithful=True)
+    with pytest.raises(ValueError, match="unknown loss 'l1'"):
+        fit_curves(POWER, X, X[None], key=key, loss="l1")
 
 
 def test_masked_zero_size_does_not_poison_laws_that_diverge_there(key):

@@ -10,15 +10,12 @@ Entry point: `fit_curves`, one jitted call fitting B curves x K starts::
 
 Each start is solved by Levenberg-Marquardt (MSE in log space) or BFGS (Huber), with
 ``throw=False`` so failures become flags; the best successful start per curve is kept by a
-masked argmin. `reference` holds the reference code's own procedures for parity.
+masked argmin. ``faithful=True`` runs the reference code's own procedures, for parity.
 """
 
-from ._fit import FitResult as FitResult
 from ._fit import fit_curve as fit_curve
+from ._result import FitResult as FitResult
 from ._fit import fit_curves as fit_curves
 from ._fit import predict as predict
-from ._reference import ReferenceFit as ReferenceFit
 from ._reference import fit_rectified_reference as fit_rectified_reference
-from ._reference import fit_rectified_reference_curves as fit_rectified_reference_curves
 from ._reference import fit_vanilla_reference as fit_vanilla_reference
-from ._reference import fit_vanilla_reference_curves as fit_vanilla_reference_curves

@@ -1,56 +1,20 @@
 """Batched multi-start least-squares fits of a `Law` with optimistix."""
 
 from functools import partial
-from typing import Any, NamedTuple
-
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import optimistix as optx
 
 from .._types import Array, Bool, Float, Key
-from ..laws import Law
-
-
-class FitResult(NamedTuple):
-    """Result of `fit_curve` (scalars) or `fit_curves` (leading ``curves`` axis).
-
-    Attributes:
-        params: best parameters (the law's NamedTuple).
-        loss: objective at ``params``: mean squared log residual ("mse") or summed Huber
-            ("huber") over the observed points; ``inf`` if no start gave a usable fit.
-        rmsd: root mean squared log residual at ``params`` (whatever the objective).
-        ok: True when the best start is usable: finite loss, and the solver either converged or
-            stopped at the step cap (degenerate laws, e.g. D_l -> 0, creep towards infinity and
-            never meet the tolerance, yet their fit is as good as it gets).
-        converged: True when the best start met the solver's tolerance.
-        steps: solver steps taken by the best start (screening + polishing).
-        init_loss: objective reached by every start after the screening phase, shape
-            (..., inits); ``inf`` for failed starts.
-    """
-
-    params: Any
-    loss: Array
-    rmsd: Array
-    ok: Array
-    converged: Array
-    steps: Array
-    init_loss: Array
+from ..laws import RECTIFIED, VANILLA, Law
+from ._reference import fit_rectified_reference, fit_vanilla_reference
+from ._result import FitResult, clean_points
 
 
 def _huber(r: Array, delta: float) -> Array:
     a = jnp.abs(r)
     return jnp.where(a < delta, 0.5 * r**2, delta * (a - 0.5 * delta))
-
-
-def clean_points(log_d: Array, log_l: Array, mask: Array | None) -> tuple[Array, Array, Array]:
-    """Mask out non-finite losses; zero masked sizes and losses so they cannot poison gradients
-    (``where`` does not stop a NaN gradient from an infinite unselected branch, e.g. a vanilla
-    law at a masked D = 0)."""
-    ok = jnp.isfinite(log_l)
-    mask = ok if mask is None else (jnp.asarray(mask, bool) & ok)
-    log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape)
-    return jnp.where(mask, log_d, 0.0), jnp.where(mask, log_l, 0.0), mask
 
 
 def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
@@ -93,6 +57,7 @@ def fit_curve(
     max_steps: int = 500,
     rtol: float = 1e-10,
     atol: float = 1e-12,
+    faithful: bool = False,
 ) -> FitResult:
     """Fit ``law`` to one curve from ``n_inits`` starts and keep the best one.
 
@@ -114,10 +79,26 @@ def fit_curve(
         n_keep: starts polished to convergence.
         max_steps: step cap of the polishing phase.
         rtol, atol: solver tolerances.
+        faithful: run the reference code's own procedure instead (Lin et al. 2024,
+            `src/fit_law.py`), for reproducing the paper: the single-start two-stage relaxation
+            for `RECTIFIED` (``n_inits``, ``loss`` and the schedule are ignored), the summed
+            Huber fit (``delta``) from ``n_inits`` (default 10) uniform starts for `VANILLA`.
 
     Returns:
         `FitResult` with scalar leaves (``init_loss`` has shape (inits,)).
+
+    Raises:
+        ValueError: ``faithful`` with a law the reference never fitted, or an unknown ``loss``.
     """
+    if loss not in ("mse", "huber"):
+        raise ValueError(f"unknown loss {loss!r}; choose 'mse' or 'huber'")
+    if faithful:
+        if law == RECTIFIED:
+            return fit_rectified_reference(log_d, log_l, mask)
+        if law == VANILLA:
+            return fit_vanilla_reference(log_d, log_l, mask, key=key, n_inits=n_inits or 10,
+                                         delta=delta)
+        raise ValueError(f"faithful mode exists for the rectified and vanilla laws, not {law.name!r}")
     log_d, log_l, mask = clean_points(log_d, log_l, mask)
     n_inits = law.n_grid if n_inits is None else n_inits
     starts = law.sample_init(key, log_d, log_l, mask, n_inits)
@@ -150,14 +131,15 @@ def fit_curve(
 @partial(
     jax.jit,
     static_argnames=(
-        "law", "n_inits", "loss", "delta", "screen_steps", "n_keep", "max_steps", "rtol", "atol"
+        "law", "n_inits", "loss", "delta", "screen_steps", "n_keep", "max_steps", "rtol", "atol",
+        "faithful",
     ),
 )
 def fit_curves(
     law: Law,
-    log_d: Float[Array, "*curves points"],
+    log_d: Float[Array, "*#curves points"],
     log_l: Float[Array, "*curves points"],
-    mask: Bool[Array, "*curves points"] | None = None,
+    mask: Bool[Array, "*#curves points"] | None = None,
     *,
     key: Key,
     n_inits: int | None = None,
@@ -168,6 +150,7 @@ def fit_curves(
     max_steps: int = 500,
     rtol: float = 1e-10,
     atol: float = 1e-12,
+    faithful: bool = False,
 ) -> FitResult:
     """Fit ``law`` to a batch of curves (curves x inits in one jitted, vmapped call).
 
@@ -197,6 +180,7 @@ def fit_curves(
         max_steps=max_steps,
         rtol=rtol,
         atol=atol,
+        faithful=faithful,
     )
     out = jax.vmap(lambda x, y, m, k: one(x, y, m, key=k))(log_d, flat_l, flat_m, keys)
     return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)

@@ -5,9 +5,6 @@ single deterministic start with a relaxation stage for the rectified law, and an
 Huber fit from 10 uniform random starts for the vanilla law. Use `fit_curves` for real fits.
 """
 
-from functools import partial
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -15,25 +12,7 @@ import optimistix as optx
 
 from .._types import Array, Bool, Float, Key
 from ..laws import RectifiedCode, VanillaCode, rectified_code, vanilla_code
-from ._fit import clean_points
-
-
-class ReferenceFit(NamedTuple):
-    """Result of a reference-procedure fit (code-form parameters, no reparameterisation).
-
-    Attributes:
-        params: `RectifiedCode` or `VanillaCode`.
-        loss: the reference's objective at ``params`` (stage-2 MSE, or summed Huber); inf if
-            the reference would have returned None.
-        rmsd: root mean squared log residual at ``params``.
-        ok: the reference's acceptance test passed (rectified: A > Ec with SIGNED Ec, as the
-            reference does; vanilla: a finite objective).
-    """
-
-    params: NamedTuple
-    loss: Array
-    rmsd: Array
-    ok: Array
+from ._result import FitResult, clean_points
 
 
 def _mmean(v: Array, w: Array) -> Array:
@@ -41,8 +20,9 @@ def _mmean(v: Array, w: Array) -> Array:
 
 
 def _bfgs(fn, y0, max_steps, rtol, atol):
+    """(solution, converged, steps) of an optimistix BFGS run."""
     sol = optx.minimise(fn, optx.BFGS(rtol=rtol, atol=atol), y0, max_steps=max_steps, throw=False)
-    return sol.value
+    return sol.value, sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
 
 
 def _rmsd(pred: Array, log_l: Array, mask: Array) -> Array:
@@ -57,7 +37,7 @@ def fit_rectified_reference(
     max_steps: int = 2000,
     rtol: float = 1e-9,
     atol: float = 1e-9,
-) -> ReferenceFit:
+) -> FitResult:
     """The reference's two-stage rectified-law fit of one curve (spec §3.1).
 
     Start A = max L, Bc = 0, beta = 1, Ec = sqrt(max L min L) and one auxiliary u_i = 1 per
@@ -76,7 +56,9 @@ def fit_rectified_reference(
         max_steps, rtol, atol: BFGS settings of each stage.
 
     Returns:
-        `ReferenceFit` with `RectifiedCode` params.
+        `FitResult` with `RectifiedCode` params; ``ok`` is the reference's acceptance test
+        (A > Ec with SIGNED Ec, as the reference checks it) and a finite loss; ``loss`` is the
+        stage-2 MSE (inf when not ok).
     """
     log_d, log_l, mask = clean_points(log_d, log_l, mask)
     w = mask.astype(log_l.dtype)
@@ -95,22 +77,26 @@ def fit_rectified_reference(
             jnp.where(mask, fit_z, 0.0) ** 2, w
         )
 
-    theta, _ = _bfgs(stage1, (theta0, jnp.ones_like(log_l)), max_steps, rtol, atol)
+    (theta, _), conv1, steps1 = _bfgs(stage1, (theta0, jnp.ones_like(log_l)), max_steps, rtol, atol)
     bc, beta = theta[1], theta[2]
 
     def stage2(ae, _):
         p = RectifiedCode(A=ae[0], Bc=bc, beta=beta, Ec=ae[1])
         return _mmean(jnp.where(mask, rectified_code(p, log_d) - log_l, 0.0) ** 2, w)
 
-    ae = _bfgs(stage2, jnp.stack([theta[0], theta[3]]), max_steps, rtol, atol)
+    ae, conv2, steps2 = _bfgs(stage2, jnp.stack([theta[0], theta[3]]), max_steps, rtol, atol)
     params = RectifiedCode(A=ae[0], Bc=bc, beta=beta, Ec=ae[1])
     loss = stage2(ae, None)
     ok = (params.A > params.Ec) & jnp.isfinite(loss)
-    return ReferenceFit(
+    loss = jnp.where(ok, loss, jnp.inf)
+    return FitResult(
         params=params,
-        loss=jnp.where(ok, loss, jnp.inf),
+        loss=loss,
         rmsd=_rmsd(rectified_code(params, log_d), log_l, mask),
         ok=ok,
+        converged=conv1 & conv2,
+        steps=steps1 + steps2,
+        init_loss=loss[None],
     )
 
 
@@ -130,7 +116,7 @@ def fit_vanilla_reference(
     max_steps: int = 2000,
     rtol: float = 1e-9,
     atol: float = 1e-12,
-) -> ReferenceFit:
+) -> FitResult:
     """The reference's vanilla-law fit of one curve (spec §3.2), seeded.
 
     ``n_inits`` starts with every code-form coordinate (alpha, Bv, beta, Ev) drawn U[0, 1)
@@ -139,7 +125,7 @@ def fit_vanilla_reference(
     finite objective wins.
 
     Returns:
-        `ReferenceFit` with `VanillaCode` params (``ok`` False if every start was NaN).
+        `FitResult` with `VanillaCode` params (``ok`` False if every start was NaN).
     """
     log_d, log_l, mask = clean_points(log_d, log_l, mask)
     starts = jr.uniform(key, (n_inits, 4), log_l.dtype)
@@ -149,49 +135,19 @@ def fit_vanilla_reference(
         return _huber_sum(jnp.where(mask, vanilla_code(p, log_d) - log_l, 0.0), delta)
 
     def one(v0):
-        v = _bfgs(objective, v0, max_steps, rtol, atol)
+        v, converged, steps = _bfgs(objective, v0, max_steps, rtol, atol)
         f = objective(v, None)
-        return v, jnp.where(jnp.isfinite(f), f, jnp.inf)
+        return v, jnp.where(jnp.isfinite(f), f, jnp.inf), converged, steps
 
-    vs, fs = jax.vmap(one)(starts)
+    vs, fs, converged, steps = jax.vmap(one)(starts)
     best = jnp.argmin(fs)
     params = VanillaCode(*vs[best])
-    return ReferenceFit(
+    return FitResult(
         params=params,
         loss=fs[best],
         rmsd=_rmsd(vanilla_code(params, log_d), log_l, mask),
         ok=jnp.isfinite(fs[best]),
+        converged=converged[best],
+        steps=steps[best],
+        init_loss=fs,
     )
-
-
-def _batch(fn, log_d, log_l, mask, **kw):
-    log_l = jnp.asarray(log_l)
-    mask = jnp.isfinite(log_l) if mask is None else jnp.broadcast_to(mask, log_l.shape)
-    n = log_l.shape[-1]
-    log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape).reshape(-1, n)
-    out = fn(log_d, log_l.reshape(-1, n), mask.reshape(-1, n), **kw)
-    return jax.tree.map(lambda a: a.reshape(log_l.shape[:-1] + a.shape[1:]), out)
-
-
-@partial(jax.jit, static_argnames=("max_steps", "rtol", "atol"))
-def fit_rectified_reference_curves(log_d, log_l, mask=None, *, max_steps=2000, rtol=1e-9, atol=1e-9):
-    """`fit_rectified_reference` over a leading ``curves`` axis, in one jitted call."""
-    one = partial(fit_rectified_reference, max_steps=max_steps, rtol=rtol, atol=atol)
-    return _batch(jax.vmap(one), log_d, log_l, mask)
-
-
-@partial(jax.jit, static_argnames=("n_inits", "delta", "max_steps", "rtol", "atol"))
-def fit_vanilla_reference_curves(
-    log_d, log_l, mask=None, *, key, n_inits=10, delta=1e-3, max_steps=2000, rtol=1e-9, atol=1e-12
-):
-    """`fit_vanilla_reference` over a leading ``curves`` axis; curve i uses ``split(key)[i]``."""
-    one = partial(
-        fit_vanilla_reference, n_inits=n_inits, delta=delta, max_steps=max_steps, rtol=rtol,
-        atol=atol,
-    )
-
-    def run(x, y, m):
-        keys = jr.split(key, y.shape[0])
-        return jax.vmap(lambda a, b, c, k: one(a, b, c, key=k))(x, y, m, keys)
-
-    return _batch(run, log_d, log_l, mask)

@@ -14,7 +14,7 @@ import jax.random as jr
 import numpy as np
 
 from ..data import LossTable, check_fit_points
-from ..fitting import fit_curves, fit_rectified_reference_curves, fit_vanilla_reference_curves
+from ..fitting import fit_curves
 from ..laws import RECTIFIED, VANILLA, get_law
 from ._budget import budget_mask
 
@@ -80,12 +80,9 @@ def our_fit(
     if zero_as is None and mode == "reference":
         zero_as = REFERENCE_ZERO
     log_d, log_l, mask = _curves(table, budgets, use_zero_shot, zero_as)
-    if mode == "reference":
-        # Where the reference's acceptance test (A > Ec) fails it would return None and crash;
-        # we predict from the fitted parameters anyway (4 of 630 curves, WMT19).
-        fit = fit_rectified_reference_curves(log_d, log_l, mask)
-    else:
-        fit = fit_curves(RECTIFIED, log_d, log_l, mask, key=jr.key(seed))
+    # In reference mode, where the reference's acceptance test (A > Ec) fails it would return
+    # None and crash; we predict from the fitted parameters anyway (4 of 630 curves, WMT19).
+    fit = fit_curves(RECTIFIED, log_d, log_l, mask, key=jr.key(seed), faithful=mode == "reference")
     pred = jnp.exp(jax.vmap(RECTIFIED.predict, in_axes=(0, None))(fit.params, math.log(target)))
     return np.asarray(pred).reshape(len(budgets), -1)
 
@@ -115,10 +112,7 @@ def vanilla_fit(
     """
     _check_mode(mode)
     log_d, log_l, mask = _curves(table, budgets, False, None)
-    if mode == "reference":
-        fit = fit_vanilla_reference_curves(log_d, log_l, mask, key=jr.key(seed))
-    else:
-        fit = fit_curves(VANILLA, log_d, log_l, mask, key=jr.key(seed))
+    fit = fit_curves(VANILLA, log_d, log_l, mask, key=jr.key(seed), faithful=mode == "reference")
     pred = np.asarray(jnp.exp(jax.vmap(VANILLA.predict, in_axes=(0, None))(fit.params, math.log(target))))
     pred = np.where(np.isfinite(pred), pred, nan_as)
     return pred.reshape(len(budgets), -1)
@@ -179,21 +173,14 @@ def fit_table(
     the_law = get_law(law)
     if zero_shot and law not in ("rectified", "rectified_alpha"):
         raise ValueError(f"law {law!r} diverges at D = 0; zero_shot needs rectified or rectified_alpha")
-    if faithful and law not in ("rectified", "vanilla"):
-        raise ValueError(f"faithful mode exists for the rectified and vanilla laws, not {law!r}")
     mask = (table.sizes > 0) | (zero_shot & (table.sizes == 0))
     mask = np.broadcast_to(mask, table.loss.shape) & np.isfinite(table.loss)
     check_fit_points(table, mask)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_d = np.log(table.sizes.astype(np.float64))
         log_l = np.log(table.loss)
-    if faithful and law == "rectified":
-        fit = fit_rectified_reference_curves(log_d, log_l, mask)
-    elif faithful:
-        fit = fit_vanilla_reference_curves(log_d, log_l, mask, key=jr.key(seed))
-    else:
-        fit = fit_curves(the_law, log_d, log_l, mask, key=jr.key(seed), n_inits=n_inits,
-                         loss=loss, delta=delta)
+    fit = fit_curves(the_law, log_d, log_l, mask, key=jr.key(seed), n_inits=n_inits, loss=loss,
+                     delta=delta, faithful=faithful)
     return TableFit(
         law=law,
         log_d=log_d,
