@@ -27,3 +27,7 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check jaxlaw tests benchmark experiments
+	$(VENV)/bin/ruff format --check jaxlaw tests benchmark experiments

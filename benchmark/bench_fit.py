@@ -28,7 +28,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jax
@@ -113,10 +113,16 @@ def run_baseline(log_d, log_l, names, idx) -> tuple[np.ndarray, float, float]:
                 rmsd[i] = np.sqrt(np.mean((code_law(log_d, *p) - log_l[i]) ** 2))
         el = time.perf_counter() - t0
         if tty or k % 10 == 0 or k == len(idx):
-            msg = (f"baseline {k}/{len(idx)} {names[i][0]}/{names[i][1]} rmsd {rmsd[i]:.5f} "
-                   f"elapsed {el:.1f}s eta {el / k * (len(idx) - k):.0f}s")
-            print(("\r" + msg.ljust(100)) if tty else msg, end="" if tty and k < len(idx) else "\n",
-                  file=sys.stderr, flush=True)
+            msg = (
+                f"baseline {k}/{len(idx)} {names[i][0]}/{names[i][1]} rmsd {rmsd[i]:.5f} "
+                f"elapsed {el:.1f}s eta {el / k * (len(idx) - k):.0f}s"
+            )
+            print(
+                ("\r" + msg.ljust(100)) if tty else msg,
+                end="" if tty and k < len(idx) else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
     return rmsd, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -160,18 +166,27 @@ def time_selection_grid(data_root: Path) -> tuple[float, float]:
 
 def means(rmsd: np.ndarray, names) -> dict:
     ds = np.array([n[0] for n in names])
-    out = {d: float(np.nanmean(rmsd[ds == d])) if np.isfinite(rmsd[ds == d]).any() else None
-           for d in DATASETS}
+    out = {
+        d: float(np.nanmean(rmsd[ds == d])) if np.isfinite(rmsd[ds == d]).any() else None
+        for d in DATASETS
+    }
     out["all"] = float(np.nanmean(rmsd)) if np.isfinite(rmsd).any() else None
     return out
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path,
-                    default=Path(os.environ.get("JAXLAW_DATA", REPO.parent / "shared" / "data")))
-    ap.add_argument("--baseline-curves", type=int, default=90,
-                    help="fit N evenly spread curves with the baseline; time extrapolated to 90")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("JAXLAW_DATA", REPO.parent / "shared" / "data")),
+    )
+    ap.add_argument(
+        "--baseline-curves",
+        type=int,
+        default=90,
+        help="fit N evenly spread curves with the baseline; time extrapolated to 90",
+    )
     ap.add_argument("--repeats", type=int, default=5, help="steady-state jaxlaw calls (>= 5)")
     args = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # keep stdout in step with stderr progress
@@ -187,76 +202,116 @@ def main(argv=None) -> dict:
     if n_grid < 60:
         raise SystemExit(f"RECTIFIED.n_grid = {n_grid} < 60 starts: not the benchmarked setting")
     devices = [str(d) for d in jax.devices()]
-    print(f"curves {n} x {log_l.shape[1]} points | jaxlaw starts (RECTIFIED.n_grid) {n_grid} | "
-          f"devices {devices} | cpus {os.cpu_count()}")
+    print(
+        f"curves {n} x {log_l.shape[1]} points | jaxlaw starts (RECTIFIED.n_grid) {n_grid} | "
+        f"devices {devices} | cpus {os.cpu_count()}"
+    )
 
     # Sequential phases, jaxlaw first: XLA's pool is idle (blocked) before scipy starts.
     load = {"before_jaxlaw": os.getloadavg()[0]}
     fit, first, walls, cpus = run_jaxlaw(log_d, log_l, args.repeats)
     jx_rmsd = np.asarray(fit.rmsd)
     steady = statistics.median(walls)
-    print(f"jaxlaw: first call (trace+compile+run) {first:.2f} s | steady median {steady:.3f} s "
-          f"over {args.repeats} (min {min(walls):.3f}, max {max(walls):.3f}; "
-          f"cpu/wall {statistics.median(cpus) / steady:.2f}) | ok {int(np.sum(fit.ok))}/{n}, "
-          f"converged {int(np.sum(fit.converged))}/{n}")
+    print(
+        f"jaxlaw: first call (trace+compile+run) {first:.2f} s | steady median {steady:.3f} s "
+        f"over {args.repeats} (min {min(walls):.3f}, max {max(walls):.3f}; "
+        f"cpu/wall {statistics.median(cpus) / steady:.2f}) | ok {int(np.sum(fit.ok))}/{n}, "
+        f"converged {int(np.sum(fit.converged))}/{n}"
+    )
 
     fast_fit, fast_first, fast_walls, _ = run_jaxlaw(log_d, log_l, args.repeats, **FAST)
     fast = statistics.median(fast_walls)
     fast_rmsd = np.asarray(fast_fit.rmsd)
-    print(f"jaxlaw fast schedule {FAST}: first call {fast_first:.2f} s | steady median "
-          f"{fast:.3f} s | max |RMSD - default RMSD| {np.abs(fast_rmsd - jx_rmsd).max():.1e}")
+    print(
+        f"jaxlaw fast schedule {FAST}: first call {fast_first:.2f} s | steady median "
+        f"{fast:.3f} s | max |RMSD - default RMSD| {np.abs(fast_rmsd - jx_rmsd).max():.1e}"
+    )
     grid_first, grid_second = time_selection_grid(args.data)
-    print(f"whole Table 1+2 grid (630 curves x 6 methods, paper procedures): first call "
-          f"{grid_first:.1f} s, second call {grid_second:.1f} s")
+    print(
+        f"whole Table 1+2 grid (630 curves x 6 methods, paper procedures): first call "
+        f"{grid_first:.1f} s, second call {grid_second:.1f} s"
+    )
 
     idx = np.unique(np.round(np.linspace(0, n - 1, nb)).astype(int))
     load["before_baseline"] = os.getloadavg()[0]
     bl_rmsd, bl_wall, bl_cpu = run_baseline(log_d, log_l, names, idx)
     extrapolated = len(idx) < n
     bl_total = bl_wall * n / len(idx)
-    print(f"baseline (scipy, reference §3.1, 3 runs/curve): {bl_wall:.1f} s for {len(idx)} curves "
-          f"(cpu/wall {bl_cpu / bl_wall:.2f})" + (
-              f" -> EXTRAPOLATED linearly to {n} curves: {bl_total:.1f} s" if extrapolated else ""))
+    print(
+        f"baseline (scipy, reference §3.1, 3 runs/curve): {bl_wall:.1f} s for {len(idx)} curves "
+        f"(cpu/wall {bl_cpu / bl_wall:.2f})"
+        + (f" -> EXTRAPOLATED linearly to {n} curves: {bl_total:.1f} s" if extrapolated else "")
+    )
 
     jm, bm = means(jx_rmsd, names), means(bl_rmsd, names)
     jm_sub = means(np.where(np.isfinite(bl_rmsd), jx_rmsd, np.nan), names)
     sub = " (baseline on its subset only; jaxlaw@sub = jaxlaw on the same curves)"
-    print(f"mean RMSD under log{sub if extrapolated else ''}:\n  {'':9s} {'jaxlaw':>9s} "
-          f"{'baseline':>9s} {'jaxlaw@sub':>10s} {'paper':>8s}")
+    print(
+        f"mean RMSD under log{sub if extrapolated else ''}:\n  {'':9s} {'jaxlaw':>9s} "
+        f"{'baseline':>9s} {'jaxlaw@sub':>10s} {'paper':>8s}"
+    )
     fmt = lambda v: f"{v:.5f}" if v is not None else "-"  # noqa: E731
     for k in (*DATASETS, "all"):
-        print(f"  {k:9s} {fmt(jm[k]):>9s} {fmt(bm[k]):>9s} {fmt(jm_sub[k]):>10s} "
-              f"{PAPER_RMSD[k]:8.5f}")
+        print(
+            f"  {k:9s} {fmt(jm[k]):>9s} {fmt(bm[k]):>9s} {fmt(jm_sub[k]):>10s} {PAPER_RMSD[k]:8.5f}"
+        )
     fitted = np.isfinite(bl_rmsd)
     wins = int(np.sum(jx_rmsd[fitted] <= bl_rmsd[fitted] + 1e-12))
     ratio = bl_total / steady
-    print(f"jaxlaw RMSD <= baseline RMSD + 1e-12 on {wins}/{int(fitted.sum())} curves "
-          f"(baseline failed on {len(idx) - int(fitted.sum())})")
-    print(f"speed: baseline {bl_total:.1f} s{' (extrapolated)' if extrapolated else ''} / jaxlaw "
-          f"steady {steady:.3f} s = {ratio:.0f}x (jaxlaw incl. compile: {bl_total / first:.0f}x); "
-          f"fast schedule {bl_total / fast:.0f}x, RMSD <= baseline + 1e-12 on "
-          f"{int(np.sum(fast_rmsd[np.isfinite(bl_rmsd)] <= bl_rmsd[np.isfinite(bl_rmsd)] + 1e-12))}"
-          f" curves")
+    print(
+        f"jaxlaw RMSD <= baseline RMSD + 1e-12 on {wins}/{int(fitted.sum())} curves "
+        f"(baseline failed on {len(idx) - int(fitted.sum())})"
+    )
+    print(
+        f"speed: baseline {bl_total:.1f} s{' (extrapolated)' if extrapolated else ''} / jaxlaw "
+        f"steady {steady:.3f} s = {ratio:.0f}x (jaxlaw incl. compile: {bl_total / first:.0f}x); "
+        f"fast schedule {bl_total / fast:.0f}x, RMSD <= baseline + 1e-12 on "
+        f"{int(np.sum(fast_rmsd[np.isfinite(bl_rmsd)] <= bl_rmsd[np.isfinite(bl_rmsd)] + 1e-12))}"
+        f" curves"
+    )
 
     record = {
-        "bench": "bench_fit", "timestamp": datetime.now(timezone.utc).isoformat(),
+        "bench": "bench_fit",
+        "timestamp": datetime.now(UTC).isoformat(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "argv": sys.argv[1:], "devices": devices, "cpu_count": os.cpu_count(),
-        "versions": {"python": platform.python_version(), "jax": jax.__version__, "jaxlib":
-                     jaxlib.__version__, "numpy": np.__version__, "scipy": scipy.__version__},
-        "n_curves": n, "n_points": int(log_l.shape[1]), "n_inits": n_grid,
-        "jaxlaw_first_call_s": first, "jaxlaw_steady_median_s": steady, "jaxlaw_steady_s": walls,
-        "jaxlaw_steady_cpu_s": cpus, "jaxlaw_ok": int(np.sum(fit.ok)),
+        "argv": sys.argv[1:],
+        "devices": devices,
+        "cpu_count": os.cpu_count(),
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+        },
+        "n_curves": n,
+        "n_points": int(log_l.shape[1]),
+        "n_inits": n_grid,
+        "jaxlaw_first_call_s": first,
+        "jaxlaw_steady_median_s": steady,
+        "jaxlaw_steady_s": walls,
+        "jaxlaw_steady_cpu_s": cpus,
+        "jaxlaw_ok": int(np.sum(fit.ok)),
         "jaxlaw_converged": int(np.sum(fit.converged)),
-        "fast_schedule": FAST, "fast_first_call_s": fast_first, "fast_steady_median_s": fast,
-        "fast_speed_ratio": bl_total / fast, "fast_rmsd_mean": means(fast_rmsd, names),
-        "table12_grid_first_s": grid_first, "table12_grid_second_s": grid_second,
-        "baseline_curves": len(idx), "baseline_measured_s": bl_wall, "baseline_cpu_s": bl_cpu,
-        "baseline_total_s": bl_total, "baseline_extrapolated": extrapolated,
+        "fast_schedule": FAST,
+        "fast_first_call_s": fast_first,
+        "fast_steady_median_s": fast,
+        "fast_speed_ratio": bl_total / fast,
+        "fast_rmsd_mean": means(fast_rmsd, names),
+        "table12_grid_first_s": grid_first,
+        "table12_grid_second_s": grid_second,
+        "baseline_curves": len(idx),
+        "baseline_measured_s": bl_wall,
+        "baseline_cpu_s": bl_cpu,
+        "baseline_total_s": bl_total,
+        "baseline_extrapolated": extrapolated,
         "speed_ratio_baseline_over_jaxlaw_steady": ratio,
-        "rmsd_mean_jaxlaw": jm, "rmsd_mean_baseline": bm,
+        "rmsd_mean_jaxlaw": jm,
+        "rmsd_mean_baseline": bm,
         "rmsd_mean_jaxlaw_on_baseline_subset": jm_sub,
-        "jaxlaw_le_baseline": wins, "compared_curves": int(fitted.sum()), "loadavg_1min": load,
+        "jaxlaw_le_baseline": wins,
+        "compared_curves": int(fitted.sum()),
+        "loadavg_1min": load,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as f:

@@ -12,9 +12,9 @@ Dimension names used in jaxtyping annotations:
 
 from typing import TypeAlias
 
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 Scalar: TypeAlias = Float[Array, ""]
 Key: TypeAlias = PRNGKeyArray
 
-__all__ = ["Array", "Bool", "Float", "Int", "Key", "Scalar"]
+__all__ = ["Array", "ArrayLike", "Bool", "Float", "Int", "Key", "Scalar"]

@@ -10,7 +10,6 @@ TABLE is a CSV in the loss-table format (model rows; integer subset-size columns
 """
 
 import argparse
-import os
 import runpy
 import sys
 from pathlib import Path
@@ -57,8 +56,16 @@ def cmd_fit(a: argparse.Namespace) -> None:
     from .selection import fit_table, fitted_curves
 
     table = _table(a.table, a.data)
-    fit = fit_table(table, a.law, zero_shot=a.zero_shot, faithful=a.faithful, loss=a.loss,
-                    delta=a.delta, n_inits=a.n_inits, seed=a.seed)
+    fit = fit_table(
+        table,
+        a.law,
+        zero_shot=a.zero_shot,
+        faithful=a.faithful,
+        loss=a.loss,
+        delta=a.delta,
+        n_inits=a.n_inits,
+        seed=a.seed,
+    )
     law = get_law(a.law)
     described = []
     for i in range(len(table.models)):
@@ -66,15 +73,26 @@ def cmd_fit(a: argparse.Namespace) -> None:
         described.append(law.describe(p))
     keys = list(described[0])
     header = ["model", "points", *keys, "rmsd_log", "ok"]
-    rows = [[m, str(int(fit.mask[i].sum())), *(f"{d[k]:.4g}" for k in keys),
-             f"{fit.rmsd[i]:.5f}", "yes" if fit.ok[i] else "NO"]
-            for i, (m, d) in enumerate(zip(table.models, described))]
+    rows = [
+        [
+            m,
+            str(int(fit.mask[i].sum())),
+            *(f"{d[k]:.4g}" for k in keys),
+            f"{fit.rmsd[i]:.5f}",
+            "yes" if fit.ok[i] else "NO",
+        ]
+        for i, (m, d) in enumerate(zip(table.models, described))
+    ]
     mode = "reference procedure" if a.faithful else "multi-start"
-    _print_table(f"{a.law} law, {mode} fit on {table.name} ({len(table.models)} models)", header, rows)
+    _print_table(
+        f"{a.law} law, {mode} fit on {table.name} ({len(table.models)} models)", header, rows
+    )
     print(f"mean RMSD under log: {fit.rmsd.mean():.5f}")
     if a.law in ("rectified", "rectified_alpha"):
-        print("D_l is in units of D^beta; D_l_examples = D_l^(1/beta) is the pre-learned data "
-              "size in examples.")
+        print(
+            "D_l is in units of D^beta; D_l_examples = D_l^(1/beta) is the pre-learned data "
+            "size in examples."
+        )
     if a.out:
         import pandas as pd
 
@@ -87,8 +105,16 @@ def cmd_fit(a: argparse.Namespace) -> None:
         pos = table.sizes[table.sizes > 0]
         grid = np.geomspace(pos.min() / 4 if a.zero_shot else pos.min(), pos.max(), 200)
         curves = {a.law: (grid, fitted_curves(fit, grid))}
-        plot_fits(a.plot, table.models, table.sizes, table.loss, fit.mask, curves,
-                  title=f"{table.name}: {a.law} law ({mode})", rmsd={a.law: fit.rmsd})
+        plot_fits(
+            a.plot,
+            table.models,
+            table.sizes,
+            table.loss,
+            fit.mask,
+            curves,
+            title=f"{table.name}: {a.law} law ({mode})",
+            rmsd={a.law: fit.rmsd},
+        )
         print(f"wrote {a.plot}")
 
 
@@ -99,7 +125,9 @@ def cmd_select(a: argparse.Namespace) -> None:
     if a.max_size is not None:
         if table.n_params is None:
             raise TableError(f"{table.name}: --max-size needs a 'size' column")
-        table = take_models(table, [m for m, s in zip(table.models, table.n_params) if s < a.max_size])
+        table = take_models(
+            table, [m for m, s in zip(table.models, table.n_params) if s < a.max_size]
+        )
         if len(table.models) < 2:
             raise TableError(f"{table.name}: fewer than 2 models below --max-size {a.max_size:g}")
     target = int(a.predict if a.predict is not None else table.sizes.max())
@@ -131,21 +159,29 @@ def cmd_select(a: argparse.Namespace) -> None:
         if truth is not None:
             r += [f"{truth[i]:.4f}", str(true_rank[i])]
         rows.append(r)
-    _print_table(f"{display_name(a.method)} ranking of {len(table.models)} models on {table.name}: "
-                 f"budget M = {a.budget}, target T = {target} (1/{target // a.budget})", header, rows)
+    _print_table(
+        f"{display_name(a.method)} ranking of {len(table.models)} models on {table.name}: "
+        f"budget M = {a.budget}, target T = {target} (1/{target // a.budget})",
+        header,
+        rows,
+    )
     print(f"chosen: {table.models[sel.chosen]}")
     if truth is not None:
         best = int(np.argmin(truth))
         print(f"truly best at T: {table.models[best]} (L = {truth[best]:.4f})")
-        print(f"RelAcc {rel_acc(sel.chosen, truth):.4f}   "
-              f"PearCorr {pearson(sel.feature.astype(np.float32), truth.astype(np.float32)):.4f}")
+        print(
+            f"RelAcc {rel_acc(sel.chosen, truth):.4f}   "
+            f"PearCorr {pearson(sel.feature.astype(np.float32), truth.astype(np.float32)):.4f}"
+        )
 
 
 def _experiment(name: str) -> Path:
     script = Path(__file__).resolve().parents[1] / "experiments" / name / "run.py"
     if not script.exists():
-        raise FileNotFoundError(f"{script} not found: `jaxlaw reproduce` runs the experiment "
-                                "scripts of a jaxlaw source checkout")
+        raise FileNotFoundError(
+            f"{script} not found: `jaxlaw reproduce` runs the experiment "
+            "scripts of a jaxlaw source checkout"
+        )
     return script
 
 
@@ -162,8 +198,11 @@ def cmd_reproduce(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxlaw", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="jaxlaw",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     data_help = "folder holding rectified/*.csv (default $JAXLAW_DATA, else ../shared/data)"
 
@@ -171,10 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("table", help="loss-table CSV, or flan | wmt19 | gigaword")
     f.add_argument("--data", help=data_help)
     f.add_argument("--law", default="rectified", choices=sorted(LAWS))
-    f.add_argument("--faithful", action="store_true",
-                   help="the reference's own fitting procedure (rectified, vanilla)")
-    f.add_argument("--zero-shot", action="store_true",
-                   help="also fit the size-0 column at D = 0 (rectified laws)")
+    f.add_argument(
+        "--faithful",
+        action="store_true",
+        help="the reference's own fitting procedure (rectified, vanilla)",
+    )
+    f.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="also fit the size-0 column at D = 0 (rectified laws)",
+    )
     f.add_argument("--loss", default="mse", choices=("mse", "huber"))
     f.add_argument("--delta", type=float, default=1e-3, help="Huber threshold (log space)")
     f.add_argument("--n-inits", type=int, default=None, help="starts per curve (default: grid)")
@@ -187,19 +232,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("table", help="loss-table CSV, or flan | wmt19 | gigaword")
     s.add_argument("--data", help=data_help)
     s.add_argument("--budget", type=int, required=True, help="budget M: largest subset size used")
-    s.add_argument("--predict", type=int, default=None,
-                   help="target size T whose loss is predicted (default: largest size)")
+    s.add_argument(
+        "--predict",
+        type=int,
+        default=None,
+        help="target size T whose loss is predicted (default: largest size)",
+    )
     s.add_argument("--method", default="ats", choices=METHOD_CHOICES)
-    s.add_argument("--max-size", type=float, default=None,
-                   help="keep models with fewer parameters than this")
+    s.add_argument(
+        "--max-size", type=float, default=None, help="keep models with fewer parameters than this"
+    )
     s.add_argument("--k", type=int, default=3, help="AtS minimum points")
     s.add_argument("--delta", type=float, default=5.0, help="AtS threshold (residual sds)")
-    s.add_argument("--fixed", action="store_true",
-                   help="AtS without the reference's off-by-one (keep all points if none rejected)")
-    s.add_argument("--mode", default="multistart", choices=("multistart", "reference"),
-                   help="OurFit/VanillaFit fitting procedure")
-    s.add_argument("--sign", default="loss", choices=("loss", "reference"),
-                   help="ModelSize feature: -ln size (comparable) or the reference's +ln size")
+    s.add_argument(
+        "--fixed",
+        action="store_true",
+        help="AtS without the reference's off-by-one (keep all points if none rejected)",
+    )
+    s.add_argument(
+        "--mode",
+        default="multistart",
+        choices=("multistart", "reference"),
+        help="OurFit/VanillaFit fitting procedure",
+    )
+    s.add_argument(
+        "--sign",
+        default="loss",
+        choices=("loss", "reference"),
+        help="ModelSize feature: -ln size (comparable) or the reference's +ln size",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(run=cmd_select)
 
@@ -207,12 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("study", choices=("rectified",))
     r.add_argument("--data", help=data_help)
     r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--max-size", type=float, default=None,
-                   help="keep models with fewer parameters than this")
+    r.add_argument(
+        "--max-size", type=float, default=None, help="keep models with fewer parameters than this"
+    )
     r.add_argument("--k", type=int, default=3, help="AtS minimum points")
     r.add_argument("--delta", type=float, default=5.0, help="AtS threshold")
-    r.add_argument("--quick", action="store_true",
-                   help="skip the slow reference-procedure VanillaFit seeds")
+    r.add_argument(
+        "--quick", action="store_true", help="skip the slow reference-procedure VanillaFit seeds"
+    )
     r.set_defaults(run=cmd_reproduce)
     return p
 

@@ -55,16 +55,22 @@ def run() -> int:
     root = _data_root()
     print("jaxlaw demo: which pretrained model should we fine-tune?\n")
     if not (root / "rectified" / "flan.csv").exists():
-        print(f"The paper's loss tables are not at {root} (set JAXLAW_DATA to use them), so this\n"
-              "demo generates curves from the rectified scaling law itself and ranks those.\n")
+        print(
+            f"The paper's loss tables are not at {root} (set JAXLAW_DATA to use them), so this\n"
+            "demo generates curves from the rectified scaling law itself and ranks those.\n"
+        )
         synthetic_demo()
         return 0
-    print("Data: FLAN instruction tuning, 30 models, test loss after fine-tuning on 200 ... "
-          "1,638,400 examples (Lin et al., ICML 2024).\nBudget: subsets up to 204,800 examples "
-          "(1/8 of the full set). Method: AtS, the paper's Accept-then-Stop extrapolation.\n")
+    print(
+        "Data: FLAN instruction tuning, 30 models, test loss after fine-tuning on 200 ... "
+        "1,638,400 examples (Lin et al., ICML 2024).\nBudget: subsets up to 204,800 examples "
+        "(1/8 of the full set). Method: AtS, the paper's Accept-then-Stop extrapolation.\n"
+    )
     rc = main(["select", "flan", "--data", str(root), "--budget", "204800", "--method", "ats"])
-    print("\nThe same budget with the rectified law fitted to every model (multi-start, with the "
-          "zero-shot point):")
+    print(
+        "\nThe same budget with the rectified law fitted to every model (multi-start, with the "
+        "zero-shot point):"
+    )
     rc |= main(["select", "flan", "--data", str(root), "--budget", "204800", "--method", "ourfit"])
     print("\nNext: `jaxlaw fit flan --plot fits.png`, `jaxlaw reproduce rectified --out results/`.")
     return rc

@@ -59,8 +59,15 @@ def plot_fits(
         ax.scatter(x_obs[used], loss[i, used], s=14, color="C0", zorder=3, label="used")
         # An unfitted zero-shot point (often 10x the fine-tuned losses) would squash the panel.
         unused = ~mask[i] & np.isfinite(loss[i]) & positive
-        ax.scatter(x_obs[unused], loss[i, unused], s=14, facecolors="none", edgecolors="C0",
-                   zorder=3, label="not fitted")
+        ax.scatter(
+            x_obs[unused],
+            loss[i, unused],
+            s=14,
+            facecolors="none",
+            edgecolors="C0",
+            zorder=3,
+            label="not fitted",
+        )
         for j, (law, (grid, fitted)) in enumerate(curves.items()):
             label = law if rmsd is None else f"{law} (RMSD {rmsd[law][i]:.4f})"
             ax.plot(grid, fitted[i], styles[j % 4], color=f"C{j + 1}", lw=1.4, label=label)

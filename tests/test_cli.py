@@ -18,7 +18,10 @@ def test_select_prints_ranking_and_metrics(data_root, capsys):
 
 def test_fit_writes_csv_and_plot(data_root, tmp_path, capsys):
     csv, png = tmp_path / "fit.csv", tmp_path / "fit.png"
-    assert main(["fit", "gigaword", "--data", str(data_root), "--out", str(csv), "--plot", str(png)]) == 0
+    assert (
+        main(["fit", "gigaword", "--data", str(data_root), "--out", str(csv), "--plot", str(png)])
+        == 0
+    )
     df = pd.read_csv(csv, index_col=0)
     assert len(df) == 30 and {"D_l", "D_l_examples", "beta", "E", "rmsd_log"} <= set(df.columns)
     assert df.rmsd_log.mean() == pytest.approx(0.00507, abs=5e-5)
@@ -52,10 +55,20 @@ def test_bad_csv_names_the_culprit(tmp_path, capsys):
 @pytest.mark.slow
 def test_reproduce_quick(data_root, tmp_path):
     out = tmp_path / "rep"
-    assert main(["reproduce", "rectified", "--data", str(data_root), "--out", str(out), "--quick"]) == 0
+    assert (
+        main(["reproduce", "rectified", "--data", str(data_root), "--out", str(out), "--quick"])
+        == 0
+    )
     sel = pd.read_csv(out / "selection.csv")
-    assert list(sel.columns) == ["dataset", "ratio", "max_data_num", "predict_data_num", "metric",
-                                 "method", "value"]
+    assert list(sel.columns) == [
+        "dataset",
+        "ratio",
+        "max_data_num",
+        "predict_data_num",
+        "metric",
+        "method",
+        "value",
+    ]
     assert set(sel.method) == {"AtS", "OurFit", "VanillaFit", "ZeroShot", "SubTuning", "ModelSize"}
     assert set(sel.dataset) == {"FLAN", "WMT19", "GIGAWORD"} and set(sel.ratio) == {8, 512}
     ats = sel[(sel.dataset == "FLAN") & (sel.method == "AtS") & (sel.metric == "PearCorr")]
@@ -67,9 +80,14 @@ def test_reproduce_quick(data_root, tmp_path):
 
 
 def test_demo_without_data_uses_synthetic_curves(tmp_path):
-    env = {"JAXLAW_DATA": str(tmp_path / "absent"), "TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "jaxlaw.demo"], capture_output=True, text=True,
-                       env=env, timeout=300)
+    env = {
+        "JAXLAW_DATA": str(tmp_path / "absent"),
+        "TMPDIR": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "jaxlaw.demo"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     assert "generates curves from the rectified scaling law itself" in r.stdout
     assert "chosen: synthetic-" in r.stdout

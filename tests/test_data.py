@@ -22,8 +22,16 @@ from jaxlaw.data import (
 )
 
 SIZES = [0] + [200 * 2**j for j in range(14)]
-FAMILIES = {"GPT2": 5, "T5": 5, "Cerebras": 4, "BART": 4, "OPT": 4, "LaMini": 3,
-            "Switch Transformer": 3, "Phi": 2}
+FAMILIES = {
+    "GPT2": 5,
+    "T5": 5,
+    "Cerebras": 4,
+    "BART": 4,
+    "OPT": 4,
+    "LaMini": 3,
+    "Switch Transformer": 3,
+    "Phi": 2,
+}
 # Spec §1: fine-tuned loss range per dataset, and (best, worst) model at D = 1638400.
 RANGES = {"flan": (1.5126, 4.3860), "wmt19": (0.5612, 3.3676), "gigaword": (1.0712, 3.5046)}
 GOLDEN = {
@@ -69,14 +77,17 @@ def test_alignment_by_name(data_root):
     assert flan.models == wmt.models
     swapped = [i for i, (a, b) in enumerate(zip(flan.models, giga.models)) if a != b]
     assert sorted(flan.models[i] for i in swapped) == [
-        "google/switch-base-16", "google/switch-base-32"]
+        "google/switch-base-16",
+        "google/switch-base-32",
+    ]
     aligned = take_models(giga, flan.models)
     assert aligned.models == flan.models
     np.testing.assert_array_equal(aligned.n_params, flan.n_params)
     assert aligned.families == flan.families
     i = giga.models.index("google/switch-base-16")
-    np.testing.assert_array_equal(aligned.loss[flan.models.index("google/switch-base-16")],
-                                  giga.loss[i])
+    np.testing.assert_array_equal(
+        aligned.loss[flan.models.index("google/switch-base-16")], giga.loss[i]
+    )
 
 
 def test_root_resolution(data_root, monkeypatch, tmp_path):
@@ -122,8 +133,7 @@ def test_optional_columns_and_missing_cells(tmp_path):
 
 
 def test_table_from_frame_variants():
-    df = pd.DataFrame({"name": ["m1", "m2"], 200: [3.0, 2.0], "0": [5.0, 4.0],
-                       "size": [10, 20]})
+    df = pd.DataFrame({"name": ["m1", "m2"], 200: [3.0, 2.0], "0": [5.0, 4.0], "size": [10, 20]})
     a = table_from_frame(df, name="x", model_column="name")
     b = table_from_frame(df.set_index("name"), name="x")
     for t in (a, b):
@@ -172,9 +182,14 @@ def test_missing_file(tmp_path):
 
 
 def test_check_fit_points_names_models():
-    t = LossTable("toy", ("a", "b", "c"), np.array([0, 200, 400, 800]),
-                  np.array([[4, 3, 2, 1], [4, np.nan, 2, 1], [4, 3, np.nan, np.nan]], float),
-                  None, None)
+    t = LossTable(
+        "toy",
+        ("a", "b", "c"),
+        np.array([0, 200, 400, 800]),
+        np.array([[4, 3, 2, 1], [4, np.nan, 2, 1], [4, 3, np.nan, np.nan]], float),
+        None,
+        None,
+    )
     mask = t.sizes > 0
     with pytest.raises(TableError) as err:
         check_fit_points(t, mask)
@@ -194,7 +209,8 @@ def test_take_models_errors():
 # ---------------------------------------------------------------- property tests
 
 names = st.text(alphabet="abcdefghij-/_.0123456789", min_size=1, max_size=8).filter(
-    lambda s: not s.isdigit() and s.lower() not in ("size", "family"))
+    lambda s: not s.isdigit() and s.lower() not in ("size", "family")
+)
 losses = st.floats(min_value=1e-3, max_value=50.0, allow_nan=False)
 
 
@@ -203,8 +219,15 @@ def tables(draw):
     n_models = draw(st.integers(1, 5))
     sizes = sorted(draw(st.sets(st.integers(0, 10**6), min_size=1, max_size=6)))
     models = draw(st.lists(names, min_size=n_models, max_size=n_models, unique=True))
-    loss = np.array(draw(st.lists(st.lists(losses, min_size=len(sizes), max_size=len(sizes)),
-                                  min_size=n_models, max_size=n_models)))
+    loss = np.array(
+        draw(
+            st.lists(
+                st.lists(losses, min_size=len(sizes), max_size=len(sizes)),
+                min_size=n_models,
+                max_size=n_models,
+            )
+        )
+    )
     params = draw(st.lists(st.integers(1, 10**10), min_size=n_models, max_size=n_models))
     order = draw(st.permutations(range(len(sizes))))
     return models, np.array(sizes), loss, np.array(params, float), list(order)

@@ -5,17 +5,17 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import SIZES, rmsd_curves
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paper_rmsd import DATASETS, RMSD_MEAN_RECTIFIED, RMSD_MEAN_VANILLA, RMSD_PER_MODEL
 
-from helpers import SIZES, rmsd_curves
 from jaxlaw.fitting import (
     fit_curve,
     fit_curves,
     predict,
 )
 from jaxlaw.laws import POWER, RECTIFIED, VANILLA, RectifiedPaper, from_paper, rectified
-from paper_rmsd import DATASETS, RMSD_MEAN_RECTIFIED, RMSD_MEAN_VANILLA, RMSD_PER_MODEL
 
 X = jnp.log(jnp.asarray(SIZES))
 LOG_T = float(np.log(1638400.0))
@@ -45,7 +45,8 @@ def test_noiseless_recovery(key):
     seed=st.integers(0, 2**16),
 )
 def test_noisy_recovery_predicts_target(beta, knee, e, gap, seed):
-    """Spec §6.2-5: N(0, 1e-3) noise in ln L on the 14-point grid -> L(T) within 1 %, RMSD <= 1.5e-3.
+    """Spec §6.2-5: N(0, 1e-3) noise in ln L on the 14-point grid -> L(T) within 1 %,
+    RMSD <= 1.5e-3.
 
     The noise sd is 1e-3, so the in-sample RMSD of a 4-parameter fit is ~1e-3 * sqrt(10/14).
     """
@@ -84,7 +85,9 @@ def test_vmapped_equals_looped():
         # Vectorised and scalar XLA code differ in the last bits; LM stops at a relative step of
         # 1e-10, so the two runs end ~4e-10 apart (measured): predictions get 1e-8, and so do
         # the parameters, which sit in a flat valley.
-        np.testing.assert_allclose(RECTIFIED.predict(row, X), RECTIFIED.predict(one.params, X), rtol=1e-8)
+        np.testing.assert_allclose(
+            RECTIFIED.predict(row, X), RECTIFIED.predict(one.params, X), rtol=1e-8
+        )
         np.testing.assert_allclose(batched.loss[i], one.loss, rtol=1e-8)
         for u, v in zip(row, one.params):
             np.testing.assert_allclose(u, v, rtol=1e-8, atol=1e-8)

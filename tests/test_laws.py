@@ -42,7 +42,9 @@ def test_rectified_matches_paper_formula(strict_dtypes):
 
 
 def test_rectified_code_form_agrees():
-    np.testing.assert_allclose(rectified(to_code(P), jnp.log(D)), rectified(P, jnp.log(D)), rtol=1e-12)
+    np.testing.assert_allclose(
+        rectified(to_code(P), jnp.log(D)), rectified(P, jnp.log(D)), rtol=1e-12
+    )
 
 
 def test_conversions_round_trip():
@@ -67,17 +69,23 @@ def test_rectified_large_d_slope_is_minus_beta_when_e_is_zero():
 
 def test_pre_learned_examples():
     q = to_paper(P)
-    np.testing.assert_allclose(pre_learned_examples(P), float(q.D_l) ** (1 / float(q.beta)), rtol=1e-12)
+    np.testing.assert_allclose(
+        pre_learned_examples(P), float(q.D_l) ** (1 / float(q.beta)), rtol=1e-12
+    )
 
 
 def test_from_paper_values():
-    p = from_paper(RectifiedPaper(B=jnp.array(6.0), D_l=jnp.array(3.0), beta=jnp.array(0.5), E=jnp.array(1.0)))
+    p = from_paper(
+        RectifiedPaper(B=jnp.array(6.0), D_l=jnp.array(3.0), beta=jnp.array(0.5), E=jnp.array(1.0))
+    )
     # L(0) = E + B / D_l = 3
     np.testing.assert_allclose(jnp.exp(rectified(p, jnp.array(-jnp.inf))), 3.0, rtol=1e-14)
 
 
 def test_vanilla_matches_closed_form():
-    p = VanillaParams(log_alpha=jnp.log(1.3), log_b=jnp.log(4.0), beta=jnp.array(0.3), log_e=jnp.log(0.5))
+    p = VanillaParams(
+        log_alpha=jnp.log(1.3), log_b=jnp.log(4.0), beta=jnp.array(0.3), log_e=jnp.log(0.5)
+    )
     expected = 1.3 * np.log(4.0 / D**0.3 + 0.5)
     np.testing.assert_allclose(vanilla(p, jnp.log(D)), expected, rtol=1e-12)
     c = vanilla_to_code(p)
@@ -89,7 +97,9 @@ def test_vanilla_matches_closed_form():
 
 def test_vanilla_code_with_negative_bv_is_nan_as_in_reference():
     # 1 / (Bv D^beta) + |Ev| = -0.0707 + 0.01 < 0: the log is NaN, which the reference rejects.
-    c = VanillaCode(alpha=jnp.array(1.0), Bv=jnp.array(-1.0), beta=jnp.array(0.5), Ev=jnp.array(0.01))
+    c = VanillaCode(
+        alpha=jnp.array(1.0), Bv=jnp.array(-1.0), beta=jnp.array(0.5), Ev=jnp.array(0.01)
+    )
     assert np.isnan(vanilla(c, jnp.log(200.0)))
 
 
@@ -99,7 +109,9 @@ def test_extra_laws_closed_forms():
     ln = LineParams(intercept=jnp.array(1.5), slope=jnp.array(-0.2))
     np.testing.assert_allclose(loglinear(ln, jnp.log(D)), 1.5 - 0.2 * np.log(D), rtol=1e-12)
     pa = RectifiedAlphaParams(*P, log_alpha=jnp.log(1.7))
-    np.testing.assert_allclose(rectified_alpha(pa, jnp.log(D)), 1.7 * rectified(P, jnp.log(D)), rtol=1e-12)
+    np.testing.assert_allclose(
+        rectified_alpha(pa, jnp.log(D)), 1.7 * rectified(P, jnp.log(D)), rtol=1e-12
+    )
 
 
 def test_get_law_unknown_name_lists_choices():

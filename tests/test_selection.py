@@ -35,45 +35,45 @@ GRID8 = np.array([200 * 2**j for j in range(11)])  # the gamma = 8 budget grid, 
 # Spec §5.1 (Table 1), printed x100 with 1 decimal -> fractions; columns gamma = 8 .. 512.
 TABLE1 = {
     "PearCorr": {
-        ("FLAN", "AtS"): [.909, .731, .655, .611, .522, .505, .456],
-        ("FLAN", "ZeroShot"): [-.107] * 7,
-        ("FLAN", "SubTuning"): [.609, .465, .364, .290, .246, .209, .164],
-        ("FLAN", "ModelSize"): [-.209] * 7,
-        ("WMT19", "AtS"): [.989, .970, .977, .860, .780, .734, .615],
-        ("WMT19", "ZeroShot"): [.071] * 7,
-        ("WMT19", "SubTuning"): [.935, .871, .777, .645, .517, .416, .345],
-        ("WMT19", "ModelSize"): [.360] * 7,
-        ("GIGAWORD", "AtS"): [.989, .976, .969, .920, .911, .891, .910],
-        ("GIGAWORD", "ZeroShot"): [-.492] * 7,
-        ("GIGAWORD", "SubTuning"): [.932, .893, .854, .809, .762, .699, .648],
-        ("GIGAWORD", "ModelSize"): [-.244] * 7,
+        ("FLAN", "AtS"): [0.909, 0.731, 0.655, 0.611, 0.522, 0.505, 0.456],
+        ("FLAN", "ZeroShot"): [-0.107] * 7,
+        ("FLAN", "SubTuning"): [0.609, 0.465, 0.364, 0.290, 0.246, 0.209, 0.164],
+        ("FLAN", "ModelSize"): [-0.209] * 7,
+        ("WMT19", "AtS"): [0.989, 0.970, 0.977, 0.860, 0.780, 0.734, 0.615],
+        ("WMT19", "ZeroShot"): [0.071] * 7,
+        ("WMT19", "SubTuning"): [0.935, 0.871, 0.777, 0.645, 0.517, 0.416, 0.345],
+        ("WMT19", "ModelSize"): [0.360] * 7,
+        ("GIGAWORD", "AtS"): [0.989, 0.976, 0.969, 0.920, 0.911, 0.891, 0.910],
+        ("GIGAWORD", "ZeroShot"): [-0.492] * 7,
+        ("GIGAWORD", "SubTuning"): [0.932, 0.893, 0.854, 0.809, 0.762, 0.699, 0.648],
+        ("GIGAWORD", "ModelSize"): [-0.244] * 7,
     },
     "RelAcc": {
-        ("FLAN", "AtS"): [.936, .932, .932, .932, .853, .932, .932],
-        ("FLAN", "ZeroShot"): [.853] * 7,
-        ("FLAN", "SubTuning"): [.932, .932, .932, .932, .596, .596, .596],
-        ("FLAN", "ModelSize"): [.596] * 7,
-        ("WMT19", "AtS"): [.991, .991, .996, .991, .991, .991, .991],
-        ("WMT19", "ZeroShot"): [.844] * 7,
-        ("WMT19", "SubTuning"): [.991] * 7,
-        ("WMT19", "ModelSize"): [.225] * 7,
-        ("GIGAWORD", "AtS"): [1.0, .914, .943, 1.0, .943, .943, .914],
-        ("GIGAWORD", "ZeroShot"): [.713] * 7,
-        ("GIGAWORD", "SubTuning"): [.876, .876, .876, .713, .713, .713, .713],
-        ("GIGAWORD", "ModelSize"): [.713] * 7,
+        ("FLAN", "AtS"): [0.936, 0.932, 0.932, 0.932, 0.853, 0.932, 0.932],
+        ("FLAN", "ZeroShot"): [0.853] * 7,
+        ("FLAN", "SubTuning"): [0.932, 0.932, 0.932, 0.932, 0.596, 0.596, 0.596],
+        ("FLAN", "ModelSize"): [0.596] * 7,
+        ("WMT19", "AtS"): [0.991, 0.991, 0.996, 0.991, 0.991, 0.991, 0.991],
+        ("WMT19", "ZeroShot"): [0.844] * 7,
+        ("WMT19", "SubTuning"): [0.991] * 7,
+        ("WMT19", "ModelSize"): [0.225] * 7,
+        ("GIGAWORD", "AtS"): [1.0, 0.914, 0.943, 1.0, 0.943, 0.943, 0.914],
+        ("GIGAWORD", "ZeroShot"): [0.713] * 7,
+        ("GIGAWORD", "SubTuning"): [0.876, 0.876, 0.876, 0.713, 0.713, 0.713, 0.713],
+        ("GIGAWORD", "ModelSize"): [0.713] * 7,
     },
 }
 # Spec §5.2 (Table 2) AtS rows, 4-decimal values.
 TABLE2_ATS = {
     "PearCorr": {
-        "FLAN": [.9087, .7312, .6553, .6113, .5218, .5054, .4556],
-        "WMT19": [.9891, .9705, .9768, .8596, .7802, .7339, .6145],
-        "GIGAWORD": [.9892, .9759, .9691, .9204, .9112, .8912, .9103],
+        "FLAN": [0.9087, 0.7312, 0.6553, 0.6113, 0.5218, 0.5054, 0.4556],
+        "WMT19": [0.9891, 0.9705, 0.9768, 0.8596, 0.7802, 0.7339, 0.6145],
+        "GIGAWORD": [0.9892, 0.9759, 0.9691, 0.9204, 0.9112, 0.8912, 0.9103],
     },
     "RelAcc": {
-        "FLAN": [.9360, .9318, .9318, .9318, .8534, .9318, .9318],
-        "WMT19": [.9909, .9909, .9962, .9909, .9909, .9909, .9909],
-        "GIGAWORD": [1.0, .9139, .9433, 1.0, .9433, .9433, .9139],
+        "FLAN": [0.9360, 0.9318, 0.9318, 0.9318, 0.8534, 0.9318, 0.9318],
+        "WMT19": [0.9909, 0.9909, 0.9962, 0.9909, 0.9909, 0.9909, 0.9909],
+        "GIGAWORD": [1.0, 0.9139, 0.9433, 1.0, 0.9433, 0.9433, 0.9139],
     },
 }
 
@@ -94,8 +94,15 @@ def _cells(grid, metric, dataset, method):
 
 
 def test_grid_layout(grid):
-    assert list(grid.columns) == ["dataset", "ratio", "max_data_num", "predict_data_num",
-                                  "metric", "method", "value"]
+    assert list(grid.columns) == [
+        "dataset",
+        "ratio",
+        "max_data_num",
+        "predict_data_num",
+        "metric",
+        "method",
+        "value",
+    ]
     assert len(grid) == 3 * 7 * 4 * 2  # the 168 cells of Table 1
     assert sorted(grid.ratio.unique()) == [8, 16, 32, 64, 128, 256, 512]
     assert (grid.predict_data_num == 1638400).all()
@@ -160,7 +167,7 @@ def reference_ats(x, y, k=3, delta=5.0, faithful=True):
                 broke = True
                 break
         t = n - p - 1 if (broke or faithful) else -1
-    b, a = line(x[t + 1:], y[t + 1:])
+    b, a = line(x[t + 1 :], y[t + 1 :])
     return math.exp(a + b * LOG_T), t
 
 
@@ -189,8 +196,13 @@ curves = st.lists(st.floats(-0.2, 0.02), min_size=1, max_size=12)
 
 
 @settings(max_examples=40, deadline=None)
-@given(curves, st.integers(3, 5), st.sampled_from([1.0, 2.0, 5.0]), st.booleans(),
-       st.randoms(use_true_random=False))
+@given(
+    curves,
+    st.integers(3, 5),
+    st.sampled_from([1.0, 2.0, 5.0]),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
 def test_ats_padded_shuffled_matches_loop(steps, k, delta, faithful, rnd):
     # Random non-smooth curves, padded to 15 slots with junk and shuffled: masking and the
     # internal sort must make this the reference loop on the compacted, sorted points.
@@ -207,8 +219,9 @@ def test_ats_padded_shuffled_matches_loop(steps, k, delta, faithful, rnd):
     mask = np.concatenate([np.ones(n, bool), np.array([True, False, False] * 5)[:junk]])
     perm = list(range(15))
     rnd.shuffle(perm)
-    res = ats_curves(xs[perm], ys[perm][None], mask[perm][None], k=k, delta=delta,
-                     faithful=faithful)
+    res = ats_curves(
+        xs[perm], ys[perm][None], mask[perm][None], k=k, delta=delta, faithful=faithful
+    )
     assert int(res.transition[0]) == want_t
     np.testing.assert_allclose(float(res.pred[0]), want_pred, rtol=1e-10)
 
@@ -340,9 +353,14 @@ def test_select_permutation_equivariant(tables, method):
 
 
 def test_chosen_is_first_among_ties():
-    t = LossTable("toy", ("a", "b", "c"), np.array([0, 200, 400]),
-                  np.array([[3.0, 2.0, 1.5], [1.0, 2.0, 1.0], [1.0, 3.0, 1.0]]),
-                  np.array([5.0, 9.0, 9.0]), None)
+    t = LossTable(
+        "toy",
+        ("a", "b", "c"),
+        np.array([0, 200, 400]),
+        np.array([[3.0, 2.0, 1.5], [1.0, 2.0, 1.0], [1.0, 3.0, 1.0]]),
+        np.array([5.0, 9.0, 9.0]),
+        None,
+    )
     assert select(t, "zeroshot", 200).chosen == 1
     np.testing.assert_array_equal(select(t, "zeroshot", 200).rank, [3.0, 1.5, 1.5])
     assert select(t, "modelsize", 200).chosen == 1
@@ -360,8 +378,9 @@ def test_metrics():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=30), rng.normal(size=30)
     np.testing.assert_allclose(pearson(x, y), np.corrcoef(x, y)[0, 1], rtol=1e-12)
-    np.testing.assert_allclose(pearson(np.stack([x, y]), np.stack([y, y])),
-                               [np.corrcoef(x, y)[0, 1], 1.0], rtol=1e-12)
+    np.testing.assert_allclose(
+        pearson(np.stack([x, y]), np.stack([y, y])), [np.corrcoef(x, y)[0, 1], 1.0], rtol=1e-12
+    )
     truth = np.array([2.0, 1.0, 3.0, 1.5])
     np.testing.assert_allclose(rel_acc(1, truth), 1.0)
     np.testing.assert_allclose(rel_acc(2, truth), 0.0)
@@ -411,9 +430,13 @@ def test_grid_routes_options_and_filters_sizes(tables):
 
 def test_ats_skips_missing_cells_and_names_short_models():
     sizes = np.array([0, 200, 400, 800, 1600, 3200])
-    loss = np.array([[9.0, 3.0, 2.8, np.nan, 2.5, 2.4],
-                     [9.0, 3.0, np.nan, np.nan, 2.5, 2.4],
-                     [9.0, 3.0, 2.9, 2.7, 2.5, 2.4]])
+    loss = np.array(
+        [
+            [9.0, 3.0, 2.8, np.nan, 2.5, 2.4],
+            [9.0, 3.0, np.nan, np.nan, 2.5, 2.4],
+            [9.0, 3.0, 2.9, 2.7, 2.5, 2.4],
+        ]
+    )
     t = LossTable("toy", ("a", "short", "c"), sizes, loss, None, None)
     res = ats_table(t, [3200])
     x = np.log(sizes.astype(float).clip(1))
@@ -430,15 +453,15 @@ def test_ats_skips_missing_cells_and_names_short_models():
 # ------------------------------------------------------------------ OurFit / VanillaFit
 # Spec §5.2 (Table 2) OurFit rows, PearCorr, 4-decimal values; gamma = 8 .. 512.
 TABLE2_OURFIT = {
-    "FLAN": [.7786, .6740, .5439, .4761, .5494, .4109, .3679],
-    "WMT19": [.9498, .9362, .9108, .8392, .7889, .7286, .6147],
-    "GIGAWORD": [.9698, .9070, .8835, .8362, .8364, .8153, .7855],
+    "FLAN": [0.7786, 0.6740, 0.5439, 0.4761, 0.5494, 0.4109, 0.3679],
+    "WMT19": [0.9498, 0.9362, 0.9108, 0.8392, 0.7889, 0.7286, 0.6147],
+    "GIGAWORD": [0.9698, 0.9070, 0.8835, 0.8362, 0.8364, 0.8153, 0.7855],
 }
 # Spec §5.6: OurFit with the multi-start global fitter, zero-shot at D = 1e-10 (as the
 # reference encodes it), gamma = 8 and 512 only (the full grid runs in `make bench`).
 OURFIT_MULTISTART = {
-    "PearCorr": {"FLAN": (.7795, .3792), "WMT19": (.9711, .5905), "GIGAWORD": (.9772, .8083)},
-    "RelAcc": {"FLAN": (1.0, .8534), "WMT19": (.9962, .8494), "GIGAWORD": (1.0, .8721)},
+    "PearCorr": {"FLAN": (0.7795, 0.3792), "WMT19": (0.9711, 0.5905), "GIGAWORD": (0.9772, 0.8083)},
+    "RelAcc": {"FLAN": (1.0, 0.8534), "WMT19": (0.9962, 0.8494), "GIGAWORD": (1.0, 0.8721)},
 }
 
 
@@ -447,9 +470,12 @@ def test_ourfit_reference_mode_close_to_table2(tables):
     mean |diff| <= 0.04. The reference's optimum moves with the optimizer (its own cached
     numbers are one draw, spec §5.6); measured here: max 0.131 (WMT19 1/64), mean 0.028."""
     grid = selection_grid(tables, ["OurFit"], mode="reference")
-    diffs = np.concatenate([
-        _cells(grid, "PearCorr", ds, "OurFit") - np.array(vals) for ds, vals in TABLE2_OURFIT.items()
-    ])
+    diffs = np.concatenate(
+        [
+            _cells(grid, "PearCorr", ds, "OurFit") - np.array(vals)
+            for ds, vals in TABLE2_OURFIT.items()
+        ]
+    )
     assert np.abs(diffs).max() <= 0.15
     assert np.abs(diffs).mean() <= 0.04
 

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import jax
@@ -33,8 +33,14 @@ LAWS = {  # name in rmsd.csv -> (law, faithful)
     "vanilla_reference": ("vanilla", True),
 }
 METHODS = ["AtS", "OurFit", "VanillaFit", "ZeroShot", "SubTuning", "ModelSize"]
-FIG3_MODELS = ("cerebras/Cerebras-GPT-111M", "cerebras/Cerebras-GPT-256M",
-               "cerebras/Cerebras-GPT-1.3B", "MBZUAI/LaMini-GPT-124M", "gpt2", "google/mt5-large")
+FIG3_MODELS = (
+    "cerebras/Cerebras-GPT-111M",
+    "cerebras/Cerebras-GPT-256M",
+    "cerebras/Cerebras-GPT-1.3B",
+    "MBZUAI/LaMini-GPT-124M",
+    "gpt2",
+    "google/mt5-large",
+)
 
 
 def log(msg: str, t0: float) -> None:
@@ -47,15 +53,25 @@ def rmsd_study(tables, out: Path, cfg: RectifiedConfig, t0: float) -> pd.DataFra
         fits = {}
         for label, (law, faithful) in LAWS.items():
             fits[label] = fit_table(table, law, faithful=faithful, seed=cfg.seed)
-            rows += [{"dataset": name.upper(), "model": m, "law": label, "rmsd_log": r}
-                     for m, r in zip(table.models, fits[label].rmsd)]
+            rows += [
+                {"dataset": name.upper(), "model": m, "law": label, "rmsd_log": r}
+                for m, r in zip(table.models, fits[label].rmsd)
+            ]
         keep = [i for i, m in enumerate(table.models) if m in FIG3_MODELS] or list(range(6))
         grid = np.geomspace(200, cfg.target, 200)
-        curves = {lab: (grid, fitted_curves(fits[lab], grid)[keep]) for lab in ("rectified", "vanilla")}
-        plot_fits(out / f"fits_{name}.png", [table.models[i] for i in keep], table.sizes,
-                  table.loss[keep], fits["rectified"].mask[keep], curves,
-                  title=f"{name.upper()}: rectified vs vanilla law (multi-start fits)",
-                  rmsd={lab: fits[lab].rmsd[keep] for lab in curves})
+        curves = {
+            lab: (grid, fitted_curves(fits[lab], grid)[keep]) for lab in ("rectified", "vanilla")
+        }
+        plot_fits(
+            out / f"fits_{name}.png",
+            [table.models[i] for i in keep],
+            table.sizes,
+            table.loss[keep],
+            fits["rectified"].mask[keep],
+            curves,
+            title=f"{name.upper()}: rectified vs vanilla law (multi-start fits)",
+            rmsd={lab: fits[lab].rmsd[keep] for lab in curves},
+        )
         log(f"{name}: fitted {len(LAWS)} laws x {len(table.models)} models", t0)
     return pd.DataFrame(rows)
 
@@ -65,7 +81,9 @@ def plot_rmsd(df: pd.DataFrame, path: Path) -> None:
 
     wide = df.pivot_table(index=["dataset", "model"], columns="law", values="rmsd_log")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, (x, y) in zip(axes, [("vanilla_reference", "rectified_reference"), ("vanilla", "rectified")]):
+    for ax, (x, y) in zip(
+        axes, [("vanilla_reference", "rectified_reference"), ("vanilla", "rectified")]
+    ):
         for ds, sub in wide.groupby(level="dataset"):
             ax.scatter(sub[x], sub[y], s=18, alpha=0.7, label=ds)
         lim = [0, max(wide[x].max(), wide[y].max()) * 1.05]
@@ -82,7 +100,9 @@ def markdown(df: pd.DataFrame, title: str) -> str:
     lines = [f"### {title}", ""]
     for metric in ("PearCorr", "RelAcc"):
         sub = df[df.metric == metric]
-        wide = sub.pivot_table(index=["dataset", "method"], columns="ratio", values="value", sort=False)
+        wide = sub.pivot_table(
+            index=["dataset", "method"], columns="ratio", values="value", sort=False
+        )
         wide = (100 * wide).round(1)
         wide.columns = [f"1/{c}" for c in wide.columns]
         lines += [f"**{metric}** (x100)", "", wide.reset_index().to_markdown(index=False), ""]
@@ -112,8 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     plot_rmsd(rmsd, out / "rmsd.png")
     means = rmsd.pivot_table(index="dataset", columns="law", values="rmsd_log", sort=False)
 
-    common = dict(budgets=cfg.budgets, target=cfg.target, max_size=cfg.max_size, k=cfg.k,
-                  delta=cfg.delta, seed=cfg.seed)
+    common = dict(
+        budgets=cfg.budgets,
+        target=cfg.target,
+        max_size=cfg.max_size,
+        k=cfg.k,
+        delta=cfg.delta,
+        seed=cfg.seed,
+    )
     paper = selection_grid(tables, METHODS, mode="reference", sign="reference", **common)
     paper.to_csv(out / "selection.csv", index=False)
     log("selection grid, the paper's procedures", t0)
@@ -122,14 +148,20 @@ def main(argv: list[str] | None = None) -> None:
     log("selection grid, jaxlaw's multi-start fits", t0)
     plot_selection(out / "selection.png", paper)
 
-    md = ["# Rectified Scaling Law reproduction", "",
-          "### Mean RMSD under log (14 fine-tuned points per curve)", "",
-          means.round(5).reset_index().to_markdown(index=False), "",
-          markdown(paper, "Selection, the paper's procedures (Tables 1 and 2)"),
-          markdown(ours, "Selection, multi-start OurFit/VanillaFit, ModelSize with the loss sign")]
+    md = [
+        "# Rectified Scaling Law reproduction",
+        "",
+        "### Mean RMSD under log (14 fine-tuned points per curve)",
+        "",
+        means.round(5).reset_index().to_markdown(index=False),
+        "",
+        markdown(paper, "Selection, the paper's procedures (Tables 1 and 2)"),
+        markdown(ours, "Selection, multi-start OurFit/VanillaFit, ModelSize with the loss sign"),
+    ]
     (out / "tables.md").write_text("\n".join(md))
-    (out / "config.json").write_text(json.dumps(
-        {"config": asdict(cfg), "devices": [str(d) for d in jax.devices()]}, indent=2))
+    (out / "config.json").write_text(
+        json.dumps({"config": asdict(cfg), "devices": [str(d) for d in jax.devices()]}, indent=2)
+    )
     print(means.round(5).to_string())
     print(markdown(paper, "Selection, the paper's procedures"))
     log(f"wrote {out}/: rmsd.csv selection.csv selection_multistart.csv tables.md *.png", t0)

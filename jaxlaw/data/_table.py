@@ -176,9 +176,7 @@ def _build(
     return LossTable(name, tuple(names), sizes, loss, n_params, families)
 
 
-def table_from_frame(
-    df: pd.DataFrame, *, name: str, model_column: str | None = None
-) -> LossTable:
+def table_from_frame(df: pd.DataFrame, *, name: str, model_column: str | None = None) -> LossTable:
     """Build a validated `LossTable` from a DataFrame.
 
     Args:
@@ -200,8 +198,11 @@ def table_from_frame(
         raise _fail(where, f"expected a pandas DataFrame, got {type(df).__name__}")
     if model_column is None:
         if isinstance(df.index, pd.RangeIndex):
-            raise _fail(where, "no model column: the frame has a default integer index; "
-                        "pass model_column or set the index to the model names")
+            raise _fail(
+                where,
+                "no model column: the frame has a default integer index; "
+                "pass model_column or set the index to the model names",
+            )
         models = list(df.index)
         labels = list(df.columns)
         cells = df.to_numpy(dtype=object)
@@ -249,8 +250,9 @@ def load_table(path: str | os.PathLike, *, name: str | None = None) -> LossTable
         # Read everything as raw text, header included, so that duplicate headers stay visible
         # (pandas would rename them), a model called "NA" stays a name, and every cell is
         # converted by `_build`, which can name it.
-        raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False,
-                          skipinitialspace=True)
+        raw = pd.read_csv(
+            path, header=None, dtype=str, keep_default_na=False, skipinitialspace=True
+        )
     except pd.errors.EmptyDataError:
         raise _fail(where, "empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:

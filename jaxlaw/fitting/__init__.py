@@ -14,8 +14,8 @@ masked argmin. ``faithful=True`` runs the reference code's own procedures, for p
 """
 
 from ._fit import fit_curve as fit_curve
-from ._result import FitResult as FitResult
 from ._fit import fit_curves as fit_curves
 from ._fit import predict as predict
 from ._reference import fit_rectified_reference as fit_rectified_reference
 from ._reference import fit_vanilla_reference as fit_vanilla_reference
+from ._result import FitResult as FitResult

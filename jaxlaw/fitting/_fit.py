@@ -1,12 +1,13 @@
 """Batched multi-start least-squares fits of a `Law` with optimistix."""
 
 from functools import partial
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import optimistix as optx
 
-from .._types import Array, Bool, Float, Key
+from .._types import Array, ArrayLike, Bool, Float, Key
 from ..laws import RECTIFIED, VANILLA, Law
 from ._reference import fit_rectified_reference, fit_vanilla_reference
 from ._result import FitResult, clean_points
@@ -44,9 +45,9 @@ def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
 
 def fit_curve(
     law: Law,
-    log_d: Float[Array, " points"],
-    log_l: Float[Array, " points"],
-    mask: Bool[Array, " points"] | None = None,
+    log_d: Float[ArrayLike, " points"],
+    log_l: Float[ArrayLike, " points"],
+    mask: Bool[ArrayLike, " points"] | None = None,
     *,
     key: Key,
     n_inits: int | None = None,
@@ -96,9 +97,12 @@ def fit_curve(
         if law == RECTIFIED:
             return fit_rectified_reference(log_d, log_l, mask)
         if law == VANILLA:
-            return fit_vanilla_reference(log_d, log_l, mask, key=key, n_inits=n_inits or 10,
-                                         delta=delta)
-        raise ValueError(f"faithful mode exists for the rectified and vanilla laws, not {law.name!r}")
+            return fit_vanilla_reference(
+                log_d, log_l, mask, key=key, n_inits=n_inits or 10, delta=delta
+            )
+        raise ValueError(
+            f"faithful mode exists for the rectified and vanilla laws, not {law.name!r}"
+        )
     log_d, log_l, mask = clean_points(log_d, log_l, mask)
     n_inits = law.n_grid if n_inits is None else n_inits
     starts = law.sample_init(key, log_d, log_l, mask, n_inits)
@@ -131,15 +135,23 @@ def fit_curve(
 @partial(
     jax.jit,
     static_argnames=(
-        "law", "n_inits", "loss", "delta", "screen_steps", "n_keep", "max_steps", "rtol", "atol",
+        "law",
+        "n_inits",
+        "loss",
+        "delta",
+        "screen_steps",
+        "n_keep",
+        "max_steps",
+        "rtol",
+        "atol",
         "faithful",
     ),
 )
 def fit_curves(
     law: Law,
-    log_d: Float[Array, "*#curves points"],
-    log_l: Float[Array, "*curves points"],
-    mask: Bool[Array, "*#curves points"] | None = None,
+    log_d: Float[ArrayLike, "*#curves points"],
+    log_l: Float[ArrayLike, "*curves points"],
+    mask: Bool[ArrayLike, "*#curves points"] | None = None,
     *,
     key: Key,
     n_inits: int | None = None,
@@ -193,4 +205,3 @@ def predict(law: Law, params, log_d: Array) -> Array:
     for _ in range(lead):
         fn = jax.vmap(fn, in_axes=(0, 0 if jnp.ndim(log_d) > 1 else None))
     return fn(params, log_d)
-

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import optimistix as optx
 
-from .._types import Array, Bool, Float, Key
+from .._types import Array, ArrayLike, Bool, Float, Key
 from ..laws import RectifiedCode, VanillaCode, rectified_code, vanilla_code
 from ._result import FitResult, clean_points
 
@@ -30,9 +30,9 @@ def _rmsd(pred: Array, log_l: Array, mask: Array) -> Array:
 
 
 def fit_rectified_reference(
-    log_d: Float[Array, " points"],
-    log_l: Float[Array, " points"],
-    mask: Bool[Array, " points"] | None = None,
+    log_d: Float[ArrayLike, " points"],
+    log_l: Float[ArrayLike, " points"],
+    mask: Bool[ArrayLike, " points"] | None = None,
     *,
     max_steps: int = 2000,
     rtol: float = 1e-9,
@@ -65,8 +65,9 @@ def fit_rectified_reference(
     x = log_d
     y_max = jnp.max(jnp.where(mask, log_l, -jnp.inf))
     y_min = jnp.min(jnp.where(mask, log_l, jnp.inf))
-    theta0 = jnp.stack([jnp.exp(y_max), jnp.zeros_like(y_max), jnp.ones_like(y_max),
-                        jnp.exp((y_max + y_min) / 2)])
+    theta0 = jnp.stack(
+        [jnp.exp(y_max), jnp.zeros_like(y_max), jnp.ones_like(y_max), jnp.exp((y_max + y_min) / 2)]
+    )
 
     def stage1(v, _):
         a, bc, beta, ec = v[0][0], v[0][1], v[0][2], v[0][3]
@@ -106,9 +107,9 @@ def _huber_sum(r: Array, delta: float) -> Array:
 
 
 def fit_vanilla_reference(
-    log_d: Float[Array, " points"],
-    log_l: Float[Array, " points"],
-    mask: Bool[Array, " points"] | None = None,
+    log_d: Float[ArrayLike, " points"],
+    log_l: Float[ArrayLike, " points"],
+    mask: Bool[ArrayLike, " points"] | None = None,
     *,
     key: Key,
     n_inits: int = 10,

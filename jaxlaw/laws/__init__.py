@@ -1,4 +1,5 @@
-"""Scaling-law functional forms (`Law` bundles): rectified, vanilla, power, rectified_alpha, loglinear.
+"""Scaling-law functional forms (`Law` bundles): rectified, vanilla, power, rectified_alpha,
+loglinear.
 
 Each law is a pure function ``predict(params, log_d) -> log_loss`` of an unconstrained
 parameter NamedTuple, plus its deterministic initial-value grid. Look laws up by name with
@@ -34,7 +35,9 @@ from ._rectified import rectified_code as rectified_code
 from ._rectified import to_code as to_code
 from ._rectified import to_paper as to_paper
 
-LAWS: dict[str, Law] = {law.name: law for law in (RECTIFIED, VANILLA, POWER, RECTIFIED_ALPHA, LOGLINEAR)}
+LAWS: dict[str, Law] = {
+    law.name: law for law in (RECTIFIED, VANILLA, POWER, RECTIFIED_ALPHA, LOGLINEAR)
+}
 
 
 def get_law(name: str) -> Law:

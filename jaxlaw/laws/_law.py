@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._types import Array, Bool, Float, Key
+from .._types import Array, ArrayLike, Bool, Float, Key
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ class Law:
     def sample_init(
         self,
         key: Key,
-        log_d: Float[Array, " points"],
-        log_l: Float[Array, " points"],
-        mask: Bool[Array, " points"],
+        log_d: Float[ArrayLike, " points"],
+        log_l: Float[ArrayLike, " points"],
+        mask: Bool[ArrayLike, " points"],
         n_inits: int,
     ):
         """Draw ``n_inits`` starting points for one curve.
@@ -103,6 +103,6 @@ def masked_max(x: Array, mask: Array) -> Array:
     return jnp.max(jnp.where(mask, x, -jnp.inf))
 
 
-def finite_or(x: Array, fill: float) -> Array:
+def finite_or(x: ArrayLike, fill: float) -> Array:
     """Replace -inf (D = 0) by ``fill`` so gradients through the unused branch stay finite."""
     return jnp.where(jnp.isfinite(x), x, fill)

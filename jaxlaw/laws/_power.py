@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from .._types import Array
+from .._types import Array, ArrayLike
 from ._law import Law, finite_or, masked_min
 
 
@@ -34,7 +34,7 @@ class VanillaCode(NamedTuple):
     Ev: Array
 
 
-def vanilla(p: VanillaParams, log_d: Array) -> Array:
+def vanilla(p: "VanillaParams | VanillaCode", log_d: ArrayLike) -> Array:
     """Log loss of the vanilla fine-tuning law.
 
     Math: L(D) = (B / D^beta + E)^alpha (Lin et al. 2024, project page; Hernandez et al. 2021),
@@ -46,7 +46,7 @@ def vanilla(p: VanillaParams, log_d: Array) -> Array:
     return jnp.exp(p.log_alpha) * jnp.logaddexp(p.log_b - p.beta * log_d, p.log_e)
 
 
-def vanilla_code(p: VanillaCode, log_d: Array) -> Array:
+def vanilla_code(p: VanillaCode, log_d: ArrayLike) -> Array:
     """The reference code's formula ``alpha * ln(1 / (Bv * D^beta) + |Ev|)`` (NaN if Bv <= 0)."""
     return p.alpha * jnp.log(1.0 / (p.Bv * jnp.exp(log_d) ** p.beta) + jnp.abs(p.Ev))
 
@@ -110,18 +110,21 @@ class PowerParams(NamedTuple):
     log_e: Array
 
 
-def power_law(p: PowerParams, log_d: Array) -> Array:
+def power_law(p: PowerParams, log_d: ArrayLike) -> Array:
     """Math: L(D) = B / D^beta + E (Kaplan et al. 2020 style data scaling with an offset)."""
     return jnp.logaddexp(p.log_b - jnp.exp(p.log_beta) * log_d, p.log_e)
 
 
 def _power_grid(log_d, log_l, mask) -> PowerParams:
-    """15 starts: beta in {.05, .1, .2, .4, .8} x E in {.05, .5, .9} min L, through the first point."""
+    """15 starts: beta in {.05, .1, .2, .4, .8} x E in {.05, .5, .9} min L, through the first
+    point."""
     x0, y0 = _first_point(log_d, log_l, mask)
     y_min = masked_min(log_l, mask)
     dt = log_l.dtype
     beta, frac = jnp.meshgrid(
-        jnp.asarray((0.05, 0.1, 0.2, 0.4, 0.8), dt), jnp.asarray((0.05, 0.5, 0.9), dt), indexing="ij"
+        jnp.asarray((0.05, 0.1, 0.2, 0.4, 0.8), dt),
+        jnp.asarray((0.05, 0.5, 0.9), dt),
+        indexing="ij",
     )
     beta, frac = beta.ravel(), frac.ravel()
     log_e = jnp.log(frac) + y_min
@@ -149,7 +152,7 @@ class LineParams(NamedTuple):
     slope: Array
 
 
-def loglinear(p: LineParams, log_d: Array) -> Array:
+def loglinear(p: LineParams, log_d: ArrayLike) -> Array:
     """Math: ln L = a + s ln D, a pure power law without offset (what AtS extrapolates with)."""
     return p.intercept + p.slope * log_d
 

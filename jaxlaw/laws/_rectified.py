@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._types import Array, Bool, Float
+from .._types import Array, ArrayLike, Bool, Float
 from ._law import Law, finite_or, masked_max, masked_min, masked_quantiles
 
 
@@ -48,7 +48,7 @@ class RectifiedPaper(NamedTuple):
 
 
 def rectified(
-    p: "RectifiedParams | RectifiedCode", log_d: Float[Array, "*points"]
+    p: "RectifiedParams | RectifiedCode", log_d: Float[ArrayLike, "*points"]
 ) -> Float[Array, "*points"]:
     """Log loss of the rectified law at natural-log data size ``log_d``.
 
@@ -66,7 +66,7 @@ def rectified(
     return jnp.logaddexp(p.log_e, p.log_gap + log_sig)
 
 
-def rectified_code(p: RectifiedCode, log_d: Array) -> Array:
+def rectified_code(p: RectifiedCode, log_d: ArrayLike) -> Array:
     """The reference code's formula, verbatim in meaning (NaN where the log argument is <= 0)."""
     e = jnp.abs(p.Ec)
     return jnp.log((p.A - e) / (1.0 + jnp.exp(p.beta * log_d + p.Bc)) + e)
@@ -114,7 +114,9 @@ _E_FRACS = (0.3, 0.7, 0.95)
 
 
 def rectified_grid(
-    log_d: Float[Array, " points"], log_l: Float[Array, " points"], mask: Bool[Array, " points"]
+    log_d: Float[ArrayLike, " points"],
+    log_l: Float[ArrayLike, " points"],
+    mask: Bool[ArrayLike, " points"],
 ) -> RectifiedParams:
     """60 starts: beta in {0.25, .5, 1, 2} x knee at the {0, .25, .5, .75, 1} quantiles of the
     observed ln D x E in {0.3, 0.7, 0.95} min L; A = max(1.02 max L, 1.01 E + 1e-3)."""
@@ -166,7 +168,7 @@ class RectifiedAlphaParams(NamedTuple):
     log_alpha: Array
 
 
-def rectified_alpha(p: RectifiedAlphaParams, log_d: Array) -> Array:
+def rectified_alpha(p: RectifiedAlphaParams, log_d: ArrayLike) -> Array:
     """Math: L(D) = (B / (D_l + D^beta) + E)^alpha (project page of Lin et al. 2024)."""
     inner = RectifiedParams(p.log_gap, p.bc, p.log_beta, p.log_e)
     return jnp.exp(p.log_alpha) * rectified(inner, log_d)

@@ -24,6 +24,11 @@ from ._baselines import subtuning as subtuning
 from ._baselines import zero_shot as zero_shot
 from ._budget import budget_grid as budget_grid
 from ._budget import budget_mask as budget_mask
+from ._lawfit import TableFit as TableFit
+from ._lawfit import fit_table as fit_table
+from ._lawfit import fitted_curves as fitted_curves
+from ._lawfit import our_fit as our_fit
+from ._lawfit import vanilla_fit as vanilla_fit
 from ._methods import COSTS as COSTS
 from ._methods import DISPLAY_NAMES as DISPLAY_NAMES
 from ._methods import METHODS as METHODS
@@ -40,8 +45,3 @@ from ._select import BUDGETS as BUDGETS
 from ._select import Selection as Selection
 from ._select import select as select
 from ._select import selection_grid as selection_grid
-from ._lawfit import our_fit as our_fit
-from ._lawfit import vanilla_fit as vanilla_fit
-from ._lawfit import TableFit as TableFit
-from ._lawfit import fit_table as fit_table
-from ._lawfit import fitted_curves as fitted_curves

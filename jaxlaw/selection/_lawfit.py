@@ -113,7 +113,9 @@ def vanilla_fit(
     _check_mode(mode)
     log_d, log_l, mask = _curves(table, budgets, False, None)
     fit = fit_curves(VANILLA, log_d, log_l, mask, key=jr.key(seed), faithful=mode == "reference")
-    pred = np.asarray(jnp.exp(jax.vmap(VANILLA.predict, in_axes=(0, None))(fit.params, math.log(target))))
+    pred = np.asarray(
+        jnp.exp(jax.vmap(VANILLA.predict, in_axes=(0, None))(fit.params, math.log(target)))
+    )
     pred = np.where(np.isfinite(pred), pred, nan_as)
     return pred.reshape(len(budgets), -1)
 
@@ -172,15 +174,26 @@ def fit_table(
     """
     the_law = get_law(law)
     if zero_shot and law not in ("rectified", "rectified_alpha"):
-        raise ValueError(f"law {law!r} diverges at D = 0; zero_shot needs rectified or rectified_alpha")
+        raise ValueError(
+            f"law {law!r} diverges at D = 0; zero_shot needs rectified or rectified_alpha"
+        )
     mask = (table.sizes > 0) | (zero_shot & (table.sizes == 0))
     mask = np.broadcast_to(mask, table.loss.shape) & np.isfinite(table.loss)
     check_fit_points(table, mask)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_d = np.log(table.sizes.astype(np.float64))
         log_l = np.log(table.loss)
-    fit = fit_curves(the_law, log_d, log_l, mask, key=jr.key(seed), n_inits=n_inits, loss=loss,
-                     delta=delta, faithful=faithful)
+    fit = fit_curves(
+        the_law,
+        log_d,
+        log_l,
+        mask,
+        key=jr.key(seed),
+        n_inits=n_inits,
+        loss=loss,
+        delta=delta,
+        faithful=faithful,
+    )
     return TableFit(
         law=law,
         log_d=log_d,

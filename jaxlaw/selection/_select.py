@@ -142,8 +142,9 @@ def selection_grid(
         if max_size is not None:
             if table.n_params is None:
                 raise TableError(f"{table.name}: max_size needs a 'size' column")
-            table = take_models(table, [m for m, s in zip(table.models, table.n_params)
-                                        if s < max_size])
+            table = take_models(
+                table, [m for m, s in zip(table.models, table.n_params) if s < max_size]
+            )
         if len(table.models) < 2:
             raise TableError(f"{table.name}: fewer than 2 models to select from")
         truth = table.loss[:, table.column(target)]
@@ -159,13 +160,15 @@ def selection_grid(
                 pc = pearson(feature.astype(np.float32), truth.astype(np.float32))
                 ra = rel_acc(int(np.argmin(rank_key)), truth)
                 for metric, value in (("PearCorr", pc), ("RelAcc", ra)):
-                    rows.append({
-                        "dataset": name.upper(),
-                        "ratio": int(target / budget),
-                        "max_data_num": budget,
-                        "predict_data_num": int(target),
-                        "metric": metric,
-                        "method": display_name(key),
-                        "value": round(float(value), 4),
-                    })
+                    rows.append(
+                        {
+                            "dataset": name.upper(),
+                            "ratio": int(target / budget),
+                            "max_data_num": budget,
+                            "predict_data_num": int(target),
+                            "metric": metric,
+                            "method": display_name(key),
+                            "value": round(float(value), 4),
+                        }
+                    )
     return pd.DataFrame(rows)
