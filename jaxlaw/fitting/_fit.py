@@ -55,6 +55,7 @@ def fit_curve(
     delta: float = 1e-3,
     screen_steps: int = 30,
     n_keep: int = 4,
+    narrow_steps: int = 100,
     max_steps: int = 500,
     rtol: float = 1e-10,
     atol: float = 1e-12,
@@ -62,9 +63,10 @@ def fit_curve(
 ) -> FitResult:
     """Fit ``law`` to one curve from ``n_inits`` starts and keep the best one.
 
-    Two phases keep the vmapped while-loops short (each runs as long as its slowest member):
-    every start takes ``screen_steps`` solver steps, then the ``n_keep`` best continue for up to
-    ``max_steps`` more. With ``n_keep >= n_inits`` every start runs the full ``max_steps``.
+    Successive halving keeps the vmapped while-loops short (each runs as long as its slowest
+    member): every start takes ``screen_steps`` solver steps, the ``n_keep`` best continue for
+    ``narrow_steps`` more, and the best of those for the rest of the ``max_steps`` polishing
+    budget. With ``n_keep >= n_inits`` every start runs the full ``max_steps``.
 
     Args:
         law: the functional form (see `jaxlaw.laws`).
@@ -77,8 +79,9 @@ def fit_curve(
             Huber loss of the log residuals with threshold ``delta``).
         delta: Huber threshold in log-loss units.
         screen_steps: solver steps every start takes before the best ``n_keep`` are kept.
-        n_keep: starts polished to convergence.
-        max_steps: step cap of the polishing phase.
+        n_keep: starts kept after screening.
+        narrow_steps: polishing steps of the ``n_keep`` starts before only the best continues.
+        max_steps: polishing steps in all (the step cap of the best start after screening).
         rtol, atol: solver tolerances.
         faithful: run the reference code's own procedure instead (Lin et al. 2024,
             `src/fit_law.py`), for reproducing the paper: the single-start two-stage relaxation
@@ -106,18 +109,29 @@ def fit_curve(
     log_d, log_l, mask = clean_points(log_d, log_l, mask)
     n_inits = law.n_grid if n_inits is None else n_inits
     starts = law.sample_init(key, log_d, log_l, mask, n_inits)
-    steps0 = 0
     data = (log_d, log_l, mask)
-    many = lambda fn: jax.vmap(fn, in_axes=(0, None, None, None))  # noqa: E731
+    # Successive halving: (starts kept, solver steps) per stage; each stage continues the best
+    # starts of the previous one. A vmapped while-loop costs per lane and runs as long as its
+    # slowest lane, so the long tail of a degenerate fit is paid for by one lane, not sixty.
+    stages = [(n_inits, screen_steps if n_keep < n_inits else max_steps)]
     if n_keep < n_inits:
-        screen = partial(_solve_one, law, loss, delta, screen_steps, rtol, atol)
-        p1, v1, _, _, steps0 = many(screen)(starts, *data)
-        keep = jnp.argsort(v1)[:n_keep]
-        starts, steps0, init_loss = jax.tree.map(lambda a: a[keep], p1), steps0[keep], v1
-    polish = partial(_solve_one, law, loss, delta, max_steps, rtol, atol)
-    params, value, usable, converged, steps = many(polish)(starts, *data)
-    if n_keep >= n_inits:
-        init_loss = value
+        stages.append((n_keep, min(narrow_steps, max_steps)))
+        if narrow_steps < max_steps and n_keep > 1:
+            stages.append((1, max_steps - narrow_steps))
+    value = jnp.zeros(n_inits, log_l.dtype)
+    total = jnp.zeros(n_inits, jnp.int32)
+    met = jnp.zeros(n_inits, bool)  # met the tolerance in some stage
+    init_loss = None
+    for keep, steps in stages:
+        idx = jnp.argsort(value)[:keep]
+        solve = partial(_solve_one, law, loss, delta, steps, rtol, atol)
+        starts, value, usable, converged, taken = jax.vmap(solve, in_axes=(0, None, None, None))(
+            jax.tree.map(lambda a: a[idx], starts), *data
+        )
+        total = total[idx] + taken
+        met = met[idx] | converged
+        init_loss = value if init_loss is None else init_loss
+    params = starts
     best = jnp.argmin(value)
     best_params = jax.tree.map(lambda a: a[best], params)
     r = residuals(law, best_params, *data)
@@ -126,8 +140,8 @@ def fit_curve(
         loss=value[best],
         rmsd=jnp.sqrt((r**2).sum() / jnp.maximum(mask.sum(), 1)),
         ok=usable[best],
-        converged=converged[best],
-        steps=steps[best] + (steps0[best] if n_keep < n_inits else 0),
+        converged=met[best],
+        steps=total[best],
         init_loss=init_loss,
     )
 
@@ -141,6 +155,7 @@ def fit_curve(
         "delta",
         "screen_steps",
         "n_keep",
+        "narrow_steps",
         "max_steps",
         "rtol",
         "atol",
@@ -159,6 +174,7 @@ def fit_curves(
     delta: float = 1e-3,
     screen_steps: int = 30,
     n_keep: int = 4,
+    narrow_steps: int = 100,
     max_steps: int = 500,
     rtol: float = 1e-10,
     atol: float = 1e-12,
@@ -189,6 +205,7 @@ def fit_curves(
         delta=delta,
         screen_steps=screen_steps,
         n_keep=n_keep,
+        narrow_steps=narrow_steps,
         max_steps=max_steps,
         rtol=rtol,
         atol=atol,
