@@ -54,9 +54,7 @@ def fit_curve(
     loss: str = "mse",
     delta: float = 1e-3,
     screen_steps: int = 30,
-    n_keep: int = 4,
-    narrow_steps: int = 100,
-    max_steps: int = 500,
+    schedule: tuple[tuple[int, int], ...] = ((4, 100), (1, 400)),
     rtol: float = 1e-10,
     atol: float = 1e-12,
     faithful: bool = False,
@@ -64,9 +62,12 @@ def fit_curve(
     """Fit ``law`` to one curve from ``n_inits`` starts and keep the best one.
 
     Successive halving keeps the vmapped while-loops short (each runs as long as its slowest
-    member): every start takes ``screen_steps`` solver steps, the ``n_keep`` best continue for
-    ``narrow_steps`` more, and the best of those for the rest of the ``max_steps`` polishing
-    budget. With ``n_keep >= n_inits`` every start runs the full ``max_steps``.
+    member, and costs per member): every start takes ``screen_steps`` solver steps, then each
+    ``(keep, steps)`` stage of ``schedule`` continues the ``keep`` best starts of the previous
+    stage for ``steps`` more. The default polishes the best 4 for 100 steps and the best one
+    for 400 more, so the long tail of a degenerate fit (D_l -> 0 creeps on for hundreds of
+    steps) is paid by one lane, not sixty. ``schedule=()`` runs every start for
+    ``screen_steps`` only.
 
     Args:
         law: the functional form (see `jaxlaw.laws`).
@@ -78,10 +79,9 @@ def fit_curve(
         loss: "mse" (Levenberg-Marquardt on log residuals) or "huber" (BFGS on the summed
             Huber loss of the log residuals with threshold ``delta``).
         delta: Huber threshold in log-loss units.
-        screen_steps: solver steps every start takes before the best ``n_keep`` are kept.
-        n_keep: starts kept after screening.
-        narrow_steps: polishing steps of the ``n_keep`` starts before only the best continues.
-        max_steps: polishing steps in all (the step cap of the best start after screening).
+        screen_steps: solver steps every start takes (static).
+        schedule: polishing stages ``(keep, steps)`` (static); ``keep`` is capped at the number
+            of starts left.
         rtol, atol: solver tolerances.
         faithful: run the reference code's own procedure instead (Lin et al. 2024,
             `src/fit_law.py`), for reproducing the paper: the single-start two-stage relaxation
@@ -110,20 +110,13 @@ def fit_curve(
     n_inits = law.n_grid if n_inits is None else n_inits
     starts = law.sample_init(key, log_d, log_l, mask, n_inits)
     data = (log_d, log_l, mask)
-    # Successive halving: (starts kept, solver steps) per stage; each stage continues the best
-    # starts of the previous one. A vmapped while-loop costs per lane and runs as long as its
-    # slowest lane, so the long tail of a degenerate fit is paid for by one lane, not sixty.
-    stages = [(n_inits, screen_steps if n_keep < n_inits else max_steps)]
-    if n_keep < n_inits:
-        stages.append((n_keep, min(narrow_steps, max_steps)))
-        if narrow_steps < max_steps and n_keep > 1:
-            stages.append((1, max_steps - narrow_steps))
+    stages = [(n_inits, screen_steps), *schedule]
     value = jnp.zeros(n_inits, log_l.dtype)
     total = jnp.zeros(n_inits, jnp.int32)
     met = jnp.zeros(n_inits, bool)  # met the tolerance in some stage
     init_loss = None
     for keep, steps in stages:
-        idx = jnp.argsort(value)[:keep]
+        idx = jnp.argsort(value)[: min(keep, value.shape[0])]
         solve = partial(_solve_one, law, loss, delta, steps, rtol, atol)
         starts, value, usable, converged, taken = jax.vmap(solve, in_axes=(0, None, None, None))(
             jax.tree.map(lambda a: a[idx], starts), *data
@@ -154,9 +147,7 @@ def fit_curve(
         "loss",
         "delta",
         "screen_steps",
-        "n_keep",
-        "narrow_steps",
-        "max_steps",
+        "schedule",
         "rtol",
         "atol",
         "faithful",
@@ -173,9 +164,7 @@ def fit_curves(
     loss: str = "mse",
     delta: float = 1e-3,
     screen_steps: int = 30,
-    n_keep: int = 4,
-    narrow_steps: int = 100,
-    max_steps: int = 500,
+    schedule: tuple[tuple[int, int], ...] = ((4, 100), (1, 400)),
     rtol: float = 1e-10,
     atol: float = 1e-12,
     faithful: bool = False,
@@ -204,9 +193,7 @@ def fit_curves(
         loss=loss,
         delta=delta,
         screen_steps=screen_steps,
-        n_keep=n_keep,
-        narrow_steps=narrow_steps,
-        max_steps=max_steps,
+        schedule=schedule,
         rtol=rtol,
         atol=atol,
         faithful=faithful,
