@@ -125,3 +125,64 @@ def plot_selection(path: str | Path, grid: pd.DataFrame, *, metric: str = "PearC
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_observational(path: str | Path, fit, *, title: str = "") -> Path:
+    """Observed vs fitted score on the fit's x axis: train and held-out points, the fitted
+    curve, its bootstrap band and the split boundary (like the paper's figures).
+
+    Args:
+        path: output PNG.
+        fit: a `jaxlaw.observational.ObsFit`.
+        title: figure title (default: target and test MSE).
+
+    Returns:
+        The written path.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    if fit.curve is not None:
+        grid, mid, lo, hi = fit.curve
+        if lo is not None:
+            ax.fill_between(grid, lo, hi, color="C1", alpha=0.2, label="90% bootstrap band")
+        ax.plot(grid, mid, color="C1", lw=1.8, label=f"fit: {fit.form}")
+    for mask, style, label in (
+        (fit.train, dict(color="C0"), "train"),
+        (fit.test, dict(color="C3", marker="s"), "held out"),
+    ):
+        if mask.any():
+            ax.scatter(
+                fit.x[mask],
+                fit.y[mask],
+                s=22,
+                zorder=3,
+                label=f"{label} ({int(mask.sum())})",
+                **style,
+            )
+            if fit.pred_lo is not None and label == "held out":
+                ax.errorbar(
+                    fit.x[mask],
+                    fit.pred[mask],
+                    yerr=[fit.pred[mask] - fit.pred_lo[mask], fit.pred_hi[mask] - fit.pred[mask]],
+                    fmt="none",
+                    ecolor="C3",
+                    alpha=0.5,
+                    lw=1,
+                    label="prediction 90% band",
+                )
+    if fit.cutoff_x is not None:
+        ax.axvline(fit.cutoff_x, color="grey", ls="--", lw=1, label="FLOPs cutoff of the split")
+    ax.set_xlabel(fit.x_label)
+    ax.set_ylabel(fit.target)
+    ax.set_title(
+        title
+        or f"{fit.target} from {', '.join(fit.predictors)}: "
+        f"MSE train {fit.mse_train:.2e}, test {fit.mse_test:.2e}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
