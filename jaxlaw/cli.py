@@ -1,7 +1,8 @@
-"""Command line: ``jaxlaw fit | select | reproduce``.
+"""Command line: ``jaxlaw fit | select | observe | reproduce``.
 
     jaxlaw fit flan --law rectified --plot fits.png          # a dataset name or a CSV path
     jaxlaw select flan --budget 204800 --method ats
+    jaxlaw observe fit --preset lbv2_math --targets leaderboard_v2 --target leaderboard_math_hard
     jaxlaw reproduce rectified --data ../shared/data --out results/rectified
 
 TABLE is a CSV in the loss-table format (model rows; integer subset-size columns; optional
@@ -175,6 +176,119 @@ def cmd_select(a: argparse.Namespace) -> None:
         )
 
 
+def _obs_table(a: argparse.Namespace, preset=None):
+    """The benchmark table of an observe command, with --targets merged onto it."""
+    from .observational import load_benchmarks, merge_tables
+
+    name = a.table or (preset.table if preset is not None else "base")
+    kw = {}
+    if name in ("base", "sub10b"):
+        kw = dict(
+            include_preregistered=a.include_preregistered
+            or (preset is not None and preset.include_preregistered),
+            eval_families_only=not a.all_families and (preset is None or preset.eval_families_only),
+        )
+    df = load_benchmarks(name, root=a.data, **kw)
+    if getattr(a, "targets", None):
+        df = merge_tables(df, load_benchmarks(a.targets, root=a.data))
+    return df
+
+
+def _print_json(obj) -> None:
+    import json
+
+    print(json.dumps(obj, indent=2, allow_nan=False))
+
+
+def cmd_observe_pca(a: argparse.Namespace) -> None:
+    from .observational import ALL8, INSTRUCT7, NONGSM7, benchmark_matrix, pca_em_impute
+    from .observational import pca_fit as fit_pca
+
+    df = _obs_table(a)
+    metrics = {"all8": ALL8, "nongsm7": NONGSM7, "instruct7": INSTRUCT7}.get(
+        a.metrics.lower(), tuple(m.strip() for m in a.metrics.split(","))
+    )
+    X = benchmark_matrix(df, metrics)
+    train = np.ones(len(df), bool)
+    imp = pca_em_impute(X, train)
+    pca = fit_pca(imp.filled, train, min(a.components, len(metrics)))
+    evr, comps = np.asarray(pca.explained_variance_ratio), np.asarray(pca.components)
+    if a.json:
+        _print_json(
+            {
+                "n_models": len(df),
+                "metrics": list(metrics),
+                "explained_variance_ratio": evr.tolist(),
+                "cumulative": np.cumsum(evr).tolist(),
+                "loadings": {
+                    f"PC-{i + 1}": dict(zip(metrics, map(float, c))) for i, c in enumerate(comps)
+                },
+                "imputed_cells": int(np.isnan(X).sum()),
+                "imputation_iterations": int(imp.n_iter),
+            }
+        )
+        return
+    header = ["component", "EVR", "cumulative", *metrics]
+    rows = [
+        [f"PC-{i + 1}", f"{evr[i]:.4f}", f"{np.cumsum(evr)[i]:.4f}", *(f"{v:+.3f}" for v in c)]
+        for i, c in enumerate(comps)
+    ]
+    _print_table(
+        f"PCA of {len(metrics)} benchmarks over {len(df)} models "
+        f"({int(np.isnan(X).sum())} cells imputed in {int(imp.n_iter)} iterations)",
+        header,
+        rows,
+    )
+
+
+def cmd_observe_fit(a: argparse.Namespace) -> None:
+    from .observational import get_preset, observe_fit
+    from .plots import plot_observational
+
+    preset = get_preset(a.preset)
+    df = _obs_table(a, preset)
+    fit = observe_fit(
+        df, a.target, a.predictors, preset, bootstrap=a.bootstrap, block=a.block, seed=a.seed
+    )
+    if a.plot:
+        plot_observational(a.plot, fit)
+    if a.json:
+        _print_json(fit.to_dict())
+        return
+    print(
+        f"{fit.target} ~ {', '.join(fit.predictors)}   preset {fit.preset}   "
+        f"train {fit.n_train} / test {fit.n_test} models"
+    )
+    print(
+        f"MSE train {fit.mse_train:.3e}   MSE test {fit.mse_test:.3e}   "
+        f"(MAE {fit.mae_train:.3e} / {fit.mae_test:.3e}){'' if fit.ok else '   FIT NOT CONVERGED'}"
+    )
+    print(f"fitted form on x = {fit.x_label}:  y = {fit.form}")
+    if preset.y_range is not None or preset.y_transform:
+        print(f"(target normalised: range {preset.y_range}, transforms {list(preset.y_transform)})")
+    if fit.metric_weights:
+        top = sorted(fit.metric_weights.items(), key=lambda kv: -abs(kv[1]))
+        print("benchmark weights in the capability: " + ", ".join(f"{m} {w:+.2f}" for m, w in top))
+    band = fit.pred_lo is not None
+    header = ["model", "family", "x", "true", "predicted"] + (["90% band"] if band else [])
+    rows = []
+    for i in np.flatnonzero(fit.test)[np.argsort(fit.x[fit.test])]:
+        r = [
+            fit.models[i],
+            fit.families[i],
+            f"{fit.x[i]:.2f}",
+            f"{fit.y[i]:.4f}",
+            f"{fit.pred[i]:.4f}",
+        ]
+        if band:
+            r.append(f"[{fit.pred_lo[i]:.4f}, {fit.pred_hi[i]:.4f}]")
+        rows.append(r)
+    if rows:
+        _print_table(f"held-out predictions ({len(rows)} models)", header, rows)
+    if a.plot:
+        print(f"wrote {a.plot}")
+
+
 def _experiment(name: str) -> Path:
     script = Path(__file__).resolve().parents[1] / "experiments" / name / "run.py"
     if not script.exists():
@@ -264,6 +378,65 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(run=cmd_select)
 
+    o = sub.add_parser("observe", help="observational scaling laws (Ruan et al. 2024)")
+    osub = o.add_subparsers(dest="observe_command", required=True)
+
+    def obs_common(q):
+        q.add_argument(
+            "--table",
+            default=None,
+            help="benchmark table: base | sub10b | instruct | a CSV with a Model column "
+            "(default: the preset's)",
+        )
+        q.add_argument(
+            "--data",
+            help="folder holding obscaling/*.csv (default $JAXLAW_DATA, else ../shared/data)",
+        )
+        q.add_argument(
+            "--include-preregistered",
+            action="store_true",
+            help="keep the 20 pre-registered models of the base table",
+        )
+        q.add_argument(
+            "--all-families",
+            action="store_true",
+            help="keep every family of the base table, not only the evaluated ones",
+        )
+        q.add_argument(
+            "--json", action="store_true", help="print the whole result as one JSON object"
+        )
+
+    op = osub.add_parser("pca", help="explained variance and loadings of the capability PCs")
+    obs_common(op)
+    op.add_argument("--metrics", default="all8", help="all8 | nongsm7 | instruct7 | col,col,...")
+    op.add_argument("--components", type=int, default=5)
+    op.set_defaults(run=cmd_observe_pca)
+
+    of = osub.add_parser(
+        "fit", help="fit a target from capability PCs or compute, predict held-out models"
+    )
+    obs_common(of)
+    of.add_argument("--target", required=True, help="column to predict")
+    of.add_argument(
+        "--targets",
+        default=None,
+        help="task table merged onto --table by Model (e.g. leaderboard_v2, emergent, a CSV)",
+    )
+    of.add_argument("--predictors", default="pc", help="pc | pc:K | flops | size")
+    of.add_argument(
+        "--preset", default="readme", help="analysis preset (see jaxlaw.observational.PRESETS)"
+    )
+    of.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates for bands")
+    of.add_argument(
+        "--block",
+        default="model",
+        choices=("model", "family"),
+        help="bootstrap models or whole families",
+    )
+    of.add_argument("--seed", type=int, default=0)
+    of.add_argument("--plot", help="write points, fitted curve, band and cutoff to this PNG")
+    of.set_defaults(run=cmd_observe_fit)
+
     r = sub.add_parser("reproduce", help="reproduce a paper's tables and figures")
     r.add_argument("study", choices=("rectified",))
     r.add_argument("--data", help=data_help)
@@ -287,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (TableError, ValueError, FileNotFoundError) as e:
+    except (TableError, ValueError, FileNotFoundError, KeyError) as e:
         print(f"jaxlaw: error: {e}", file=sys.stderr)
         return 2
     return 0
