@@ -1,6 +1,5 @@
 """Link fits of observational scaling laws: closed forms, scipy parity, masks, batching."""
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np

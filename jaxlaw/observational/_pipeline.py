@@ -53,12 +53,6 @@ class Prepared(NamedTuple):
     size: np.ndarray
 
 
-def _column(df: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in df.columns:
-        return np.full(len(df), np.nan)
-    return benchmark_matrix(df, [name])[:, 0]
-
-
 def transform_target(y: np.ndarray, preset: Preset) -> np.ndarray:
     """Min-max normalisation by ``preset.y_range``, then the ``y_transform`` steps in order."""
     if preset.y_range is not None:
@@ -91,15 +85,23 @@ def prepare(df: pd.DataFrame, target: str, preset: Preset, *, key=None) -> Prepa
     """
     if preset.families is not None:
         df = df[df[FAMILY].isin(preset.families)].reset_index(drop=True)
-    y = transform_target(
-        _column(df, target) if target in df.columns else _missing(df, target), preset
-    )
+    if target not in df.columns:
+        _missing(df, target)
+    # One conversion of every column this target needs (the host cost of the pipeline).
+    extra = [c for c in (target, preset.split_column, FLOPS, SIZE) if c in df.columns and c != "y"]
+    names = list(dict.fromkeys([*preset.metrics, *extra]))
+    mat = benchmark_matrix(df, names)
+    col = {
+        c: mat[:, names.index(c)] if c in names else np.full(len(df), np.nan)
+        for c in (target, preset.split_column, FLOPS, SIZE)
+    }
+    y = transform_target(col[target], preset)
     keep = np.isfinite(y)
     rows = np.flatnonzero(keep)
     if preset.split == "cutoff":
-        split = cutoff_split(_column(df, preset.split_column)[rows], preset.threshold)
+        split = cutoff_split(col[preset.split_column][rows], preset.threshold)
     elif preset.split == "rank":
-        values = y if preset.split_column == "y" else _column(df, preset.split_column)
+        values = y if preset.split_column == "y" else col[preset.split_column]
         split = rank_split(values[rows], preset.test_limit)
     elif preset.split == "random":
         split = random_split(len(rows), preset.test_limit, key=jr.key(0) if key is None else key)
@@ -111,7 +113,7 @@ def prepare(df: pd.DataFrame, target: str, preset: Preset, *, key=None) -> Prepa
     train[rows], test[rows] = np.asarray(split[0]), np.asarray(split[1])
     if train.sum() < 3:
         raise TableError(f"{target}: only {int(train.sum())} train rows after the split")
-    bench = benchmark_matrix(df, preset.metrics)
+    bench = mat[:, : len(preset.metrics)]
     imputed = pca_em_impute(bench, train).filled
     k = min(preset.n_components, int(train.sum()), bench.shape[1])
     pca = pca_fit(imputed, train, k)
@@ -124,8 +126,8 @@ def prepare(df: pd.DataFrame, target: str, preset: Preset, *, key=None) -> Prepa
         scores=np.asarray(pca_transform(pca, imputed)),
         components=np.asarray(pca.components),
         evr=np.asarray(pca.explained_variance_ratio),
-        flops=_column(df, FLOPS),
-        size=_column(df, SIZE),
+        flops=col[FLOPS],
+        size=col[SIZE],
     )
 
 
