@@ -289,6 +289,46 @@ def cmd_observe_fit(a: argparse.Namespace) -> None:
         print(f"wrote {a.plot}")
 
 
+def cmd_observe_select(a: argparse.Namespace) -> None:
+    from .observational import observe_select
+
+    df = _obs_table(a)
+    budgets = [int(b) for b in a.budgets.split(",")]
+    sel = observe_select(
+        df,
+        budgets,
+        include=a.include or (),
+        max_size=a.max_size,
+        max_families=a.max_families,
+        method=a.method,
+        n_random=a.random,
+        seed=a.seed,
+    )
+    if a.json:
+        _print_json(
+            {
+                "n_pool": sel.n_pool,
+                "n_combinations": sel.n_combinations,
+                "method": a.method,
+                "include": a.include or [],
+                "budgets": sel.table.to_dict(orient="records"),
+            }
+        )
+        return
+    header = ["budget", "J", "models", "families"] + (["random J (mean)"] if a.random else [])
+    rows = [
+        [str(r.budget), f"{r.J:.2f}", str(r.n_models), r.families]
+        + ([f"{r.random_J:.2f}"] if a.random else [])
+        for r in sel.table.itertuples()
+    ]
+    total = "" if sel.n_combinations is None else f", {sel.n_combinations} family sets searched"
+    _print_table(
+        f"V-optimal families to evaluate ({a.method}; pool {sel.n_pool} models{total})",
+        header,
+        rows,
+    )
+
+
 def _experiment(name: str) -> Path:
     script = Path(__file__).resolve().parents[1] / "experiments" / name / "run.py"
     if not script.exists():
@@ -300,11 +340,13 @@ def _experiment(name: str) -> Path:
 
 
 def cmd_reproduce(a: argparse.Namespace) -> None:
-    args = ["--out", a.out, "--k", str(a.k), "--delta", str(a.delta)]
+    args = ["--out", a.out]
     if a.data:
         args += ["--data", a.data]
-    if a.max_size is not None:
-        args += ["--max-size", str(a.max_size)]
+    if a.study == "rectified":
+        args += ["--k", str(a.k), "--delta", str(a.delta)]
+        if a.max_size is not None:
+            args += ["--max-size", str(a.max_size)]
     if a.quick:
         args.append("--quick")
     module = runpy.run_path(str(_experiment(a.study)))
@@ -437,8 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--plot", help="write points, fitted curve, band and cutoff to this PNG")
     of.set_defaults(run=cmd_observe_fit)
 
+    os_ = osub.add_parser("select", help="choose which model families to evaluate (V-optimal)")
+    obs_common(os_)
+    os_.add_argument("--budgets", default="4,8,12,16,20,24,28,32,36", help="budgets in models")
+    os_.add_argument("--include", action="append", help="family always selected (repeatable)")
+    os_.add_argument(
+        "--max-size",
+        type=float,
+        default=None,
+        help="pool: models of at most this many billion parameters",
+    )
+    os_.add_argument("--max-families", type=int, default=10)
+    os_.add_argument("--method", default="exhaustive", choices=("exhaustive", "greedy", "exchange"))
+    os_.add_argument("--random", type=int, default=0, help="random baseline sets per budget")
+    os_.add_argument("--seed", type=int, default=0)
+    os_.set_defaults(run=cmd_observe_select)
+
     r = sub.add_parser("reproduce", help="reproduce a paper's tables and figures")
-    r.add_argument("study", choices=("rectified",))
+    r.add_argument("study", choices=("rectified", "obscaling"))
     r.add_argument("--data", help=data_help)
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument(

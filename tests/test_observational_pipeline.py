@@ -175,3 +175,44 @@ def test_cli_observe_bad_input(data_root, capsys, argv, message):
     assert main(["observe", "fit", "--data", str(data_root), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("jaxlaw: error:") and message in err[0]
+
+
+def test_observe_select_matches_guide_notebook(data_root, capsys):
+    """Spec §5.1-5 through the table-level API and the CLI (the exhaustive search itself is
+    tested against a numpy brute force in test_observational_select.py)."""
+    argv = ["observe", "select", "--data", str(data_root), "--include", "Llama-2", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_pool"] == 77 and out["n_combinations"] == 431909
+    J = [b["J"] for b in out["budgets"]]
+    expected = [-1365.30, -37.43, -16.93, -12.70, -10.25, -8.35, -7.21, -6.30, -5.65]
+    np.testing.assert_allclose(J, expected, atol=0.01)
+    assert out["budgets"][0]["families"] == "Llama-2 + Mistral"
+
+
+def test_observe_select_rejects_unknown_include(data_root, capsys):
+    assert main(["observe", "select", "--data", str(data_root), "--include", "Nope"]) == 2
+    assert "no model of family 'Nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reproduce_obscaling_quick(data_root, tmp_path):
+    out = tmp_path / "obs"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert (
+            main(["reproduce", "obscaling", "--data", str(data_root), "--out", str(out), "--quick"])
+            == 0
+        )
+    lb = pd.read_csv(out / "lbv2.csv")
+    assert {"target", "predictor", "mse_train", "mse_test"} <= set(lb.columns) and len(lb) == 9
+    sel = pd.read_csv(out / "selection.csv")
+    assert {"setting", "budget", "J", "families"} <= set(sel.columns)
+    assert sel[sel.setting == "guide_7b"].n_combinations.iloc[0] == 89845
+    pca = pd.read_csv(out / "pca.csv")
+    evr = pca[pca.table == "base77_all8"].evr.to_numpy()
+    np.testing.assert_allclose(evr, [0.8016, 0.1190, 0.0463, 0.0136, 0.0113], atol=2e-4)
+    rsq = pd.read_csv(out / "rsq.csv")
+    assert rsq[rsq.family == "MEAN"].r2.iloc[0] == pytest.approx(0.966, abs=0.005)
+    for f in ("lbv2_gpqa.png", "selection.png", "rsq.png", "summary.md"):
+        assert (out / f).stat().st_size > 0

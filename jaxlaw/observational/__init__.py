@@ -38,8 +38,10 @@ from ._pca import pca_transform as pca_transform
 from ._pipeline import Grid as Grid
 from ._pipeline import ObsFit as ObsFit
 from ._pipeline import Prepared as Prepared
+from ._pipeline import Selection as Selection
 from ._pipeline import observe_fit as observe_fit
 from ._pipeline import observe_grid as observe_grid
+from ._pipeline import observe_select as observe_select
 from ._pipeline import prepare as prepare
 from ._presets import LBV2_TARGETS as LBV2_TARGETS
 from ._presets import PRESETS as PRESETS
@@ -53,11 +55,6 @@ from ._split import apply_heldout as apply_heldout
 from ._split import cutoff_split as cutoff_split
 from ._split import random_split as random_split
 from ._split import rank_split as rank_split
-from ._tables import benchmark_matrix as benchmark_matrix
-from ._tables import family_codes as family_codes
-from ._tables import load_benchmarks as load_benchmarks
-from ._tables import merge_tables as merge_tables
-from ._tables import select_base_models as select_base_models
 from ._subset import RandomSubsets as RandomSubsets
 from ._subset import SearchResult as SearchResult
 from ._subset import VOptimal as VOptimal
@@ -65,3 +62,8 @@ from ._subset import exchange_select as exchange_select
 from ._subset import greedy_select as greedy_select
 from ._subset import random_subsets as random_subsets
 from ._subset import v_optimal as v_optimal
+from ._tables import benchmark_matrix as benchmark_matrix
+from ._tables import family_codes as family_codes
+from ._tables import load_benchmarks as load_benchmarks
+from ._tables import merge_tables as merge_tables
+from ._tables import select_base_models as select_base_models

@@ -582,3 +582,111 @@ def observe_grid(
                 )
             rows.append(row)
     return Grid(table=pd.DataFrame(rows), params=fits.params, ok=np.asarray(fits.ok))
+
+
+class Selection(NamedTuple):
+    """Result of `observe_select`: one row per budget.
+
+    Attributes:
+        table: budget, J, n_models, families (" + "-joined), found; plus ``random_J`` (mean J
+            of the random baseline sets) when requested.
+        n_pool: models in the pool; n_combinations: family sets enumerated (exhaustive only).
+        evr: explained-variance ratios of the pool PCA.
+    """
+
+    table: pd.DataFrame
+    n_pool: int
+    n_combinations: int | None
+    evr: np.ndarray
+
+
+def observe_select(
+    df: pd.DataFrame,
+    budgets: Sequence[int] = (4, 8, 12, 16, 20, 24, 28, 32, 36),
+    *,
+    include: Sequence[str] = ("Llama-2",),
+    max_size: float | None = None,
+    families: Sequence[str] | None = None,
+    n_pcs: int = 3,
+    max_families: int = 10,
+    method: str = "exhaustive",
+    n_random: int = 0,
+    seed: int = 0,
+) -> Selection:
+    """Choose which model families to evaluate so the capability fit extrapolates best.
+
+    The pool is ``df`` (optionally models with size <= ``max_size``); its ALL8 scores are
+    imputed and decomposed as the reference's default preprocessing, and the first ``n_pcs``
+    PC scores P define the V-optimal objective J(S) = -tr(P^T P (P_S^T P_S)^-1) over family
+    sets S (spec §3). Families are enumerated in ``families`` order (default: the evaluated
+    base families, then any others in table order).
+
+    Args:
+        df: a base benchmark table with ALL8 scores and ``Model Family``.
+        budgets: budgets in models.
+        include: families always in the set.
+        max_size: keep models of at most this many billion parameters.
+        families: enumeration order of the families.
+        n_pcs: PC scores in the design.
+        max_families: largest set size (the include families count).
+        method: "exhaustive", "greedy" or "exchange" (for pools too large to enumerate).
+        n_random: random baseline sets per budget (0 = none).
+        seed: PRNG seed of the random baseline.
+
+    Returns:
+        `Selection`.
+    """
+    from ._constants import ALL8, EVAL_BASE_MODEL_FAMILIES
+    from ._subset import exchange_select, greedy_select, random_subsets, v_optimal
+    from ._tables import family_codes
+
+    if max_size is not None:
+        df = df[df[SIZE] <= max_size].reset_index(drop=True)
+    order = list(families or EVAL_BASE_MODEL_FAMILIES)
+    order += [f for f in dict.fromkeys(df[FAMILY]) if f not in order]
+    missing = [f for f in include if f not in set(df[FAMILY])]
+    if missing:
+        raise TableError(f"include: no model of family {', '.join(map(repr, missing))} in the pool")
+    ids, names = family_codes(df, order)
+    X = benchmark_matrix(df, ALL8)
+    train = np.ones(len(df), bool)
+    imputed = pca_em_impute(X, train).filled
+    pca = pca_fit(imputed, train, min(5, len(df), len(ALL8)))
+    P = np.asarray(pca_transform(pca, imputed))[:, :n_pcs]
+    inc = [names.index(f) for f in include]
+    search = {"exhaustive": v_optimal, "greedy": greedy_select, "exchange": exchange_select}
+    if method not in search:
+        raise ValueError(f"unknown method {method!r}; choose exhaustive, greedy or exchange")
+    res = search[method](P, ids, len(names), list(budgets), max_families=max_families, include=inc)
+    rows = []
+    for i, b in enumerate(budgets):
+        fams = [names[j] for j in np.asarray(res.families[i]) if j >= 0]
+        rows.append(
+            {
+                "budget": int(b),
+                "J": float(res.J[i]),
+                "n_models": int(res.n_models[i]),
+                "families": " + ".join(fams),
+                "found": bool(res.found[i]),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if n_random:
+        rnd = random_subsets(
+            P,
+            ids,
+            len(names),
+            list(budgets),
+            key=jr.key(seed),
+            n_random=n_random,
+            max_families=max_families,
+            include=inc,
+        )
+        J = np.where(np.asarray(rnd.valid), np.asarray(rnd.J), np.nan)
+        table["random_J"] = np.nanmean(J, axis=1)
+    return Selection(
+        table=table,
+        n_pool=len(df),
+        n_combinations=getattr(res, "n_combinations", None),
+        evr=np.asarray(pca.explained_variance_ratio),
+    )
