@@ -45,7 +45,7 @@ from jaxlaw.observational import (  # noqa: E402
     merge_tables,
     observe_grid,  # noqa: E402
 )
-from jaxlaw.observational._pipeline import predictor_matrix, prepare  # noqa: E402
+from jaxlaw.observational._pipeline import _split_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_observational.jsonl"
@@ -94,41 +94,42 @@ def ref_fit(x, y):
 
 
 def ref_predictors(df, target, preset, pred):
-    """Host arrays via jaxlaw's own table/split code; imputation and PCA done the reference way."""
-    prep = prepare(df, target, preset)
-    if pred != "pc:3":
-        x, _ = predictor_matrix(prep, pred, preset)
-        return x, prep
-    from jaxlaw.observational import benchmark_matrix
-
-    fam = df[df["Model Family"].isin(preset.families)].reset_index(drop=True)
-    X = ref_impute(benchmark_matrix(fam, preset.metrics), prep.train)
-    mean = X[prep.train].mean(0)
-    vt = np.linalg.svd(X[prep.train] - mean, full_matrices=False)[2][:3]
-    return (X - mean) @ vt.T, prep
+    """Rows, target and split from jaxlaw's host-side table code (no jitted numerics); the
+    predictors computed the reference way in numpy."""
+    rows, mat, col, train, test, y = _split_rows(df, target, preset)
+    if pred == "size":
+        x = np.log(col["Model Size (B)"])[:, None]
+    elif pred == "flops":
+        x = np.log(col["FLOPs (1E21)"])[:, None]
+    else:
+        X = ref_impute(mat[:, : len(preset.metrics)], train)
+        mean = X[train].mean(0)
+        vt = np.linalg.svd(X[train] - mean, full_matrices=False)[2][:3]
+        x = (X - mean) @ vt.T
+    return x, train, test, y
 
 
 def baseline_grid(df, jobs):
     out = {}
     for target, preset in jobs:
         for pred in PREDICTORS:
-            x, prep = ref_predictors(df, target, preset, pred)
+            x, train, test, y = ref_predictors(df, target, preset, pred)
             ok = np.isfinite(x).all(1)
-            tr, te = prep.train & ok, prep.test & ok
-            p = ref_fit(x[tr], prep.y[tr])
+            tr, te = train & ok, test & ok
+            p = ref_fit(x[tr], y[tr])
             yhat = 1 / (1 + np.exp(-(p[0] + x @ p[1:])))
-            out[(target, pred)] = float(np.mean((yhat[te] - prep.y[te]) ** 2))
+            out[(target, pred)] = float(np.mean((yhat[te] - y[te]) ** 2))
     return out
 
 
 def baseline_bootstrap(df, jobs, n, seed=0):
     rng = np.random.default_rng(seed)
     for target, preset in jobs:
-        x, prep = ref_predictors(df, target, preset, "pc:3")
-        rows = np.flatnonzero(prep.train)
+        x, train, _, y = ref_predictors(df, target, preset, "pc:3")
+        rows = np.flatnonzero(train)
         for _ in range(n):
             idx = rng.choice(rows, len(rows))
-            ref_fit(x[idx], prep.y[idx])
+            ref_fit(x[idx], y[idx])
 
 
 def timed(fn, repeats=3):

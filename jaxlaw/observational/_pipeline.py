@@ -7,6 +7,7 @@ code only builds arrays and masks; every numerical stage is a jitted pure functi
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -83,6 +84,57 @@ def prepare(df: pd.DataFrame, target: str, preset: Preset, *, key=None) -> Prepa
     Raises:
         TableError: missing columns, or fewer than 3 train rows.
     """
+    return prepare_many(df, [(target, preset)], key=key)[0]
+
+
+def prepare_many(
+    df: pd.DataFrame, jobs: Sequence[tuple[str, Preset]], *, key=None
+) -> list[Prepared]:
+    """`prepare` for several (target, preset) jobs; jobs that share rows and metrics get
+    their imputation + PCA in ONE vmapped call over their train masks."""
+    splits = [_split_rows(df, t, p, key=key) for t, p in jobs]
+    out: list[Prepared | None] = [None] * len(jobs)
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, p) in enumerate(jobs):
+        groups.setdefault((p.families, p.metrics), []).append(i)
+    for members in groups.values():
+        bench = splits[members[0]][1][:, : len(jobs[members[0]][1].metrics)]
+        trains = np.stack([splits[i][3] for i in members])
+        k = min(
+            min(jobs[i][1].n_components for i in members), int(trains.sum(1).min()), bench.shape[1]
+        )
+        scores, comps, evr = _decompose(bench, trains, k)
+        for j, i in enumerate(members):
+            rows, _, col, train, test, y = splits[i]
+            out[i] = Prepared(
+                models=tuple(rows[MODEL]),
+                families=tuple(rows[FAMILY]) if FAMILY in rows.columns else ("",) * len(rows),
+                y=y,
+                train=train,
+                test=test,
+                scores=np.asarray(scores[j]),
+                components=np.asarray(comps[j]),
+                evr=np.asarray(evr[j]),
+                flops=col[FLOPS],
+                size=col[SIZE],
+            )
+    return out
+
+
+@partial(jax.jit, static_argnames="k")
+def _decompose(bench: jax.Array, trains: jax.Array, k: int):
+    """Imputation + PCA fitted on each train mask: (scores, components, evr), leading jobs."""
+
+    def one(train):
+        filled = pca_em_impute(bench, train).filled
+        pca = pca_fit(filled, train, k)
+        return pca_transform(pca, filled), pca.components, pca.explained_variance_ratio
+
+    return jax.vmap(one)(trains)
+
+
+def _split_rows(df: pd.DataFrame, target: str, preset: Preset, *, key=None):
+    """Host half of `prepare`: rows, column matrix, named columns, split masks, target."""
     if preset.families is not None:
         df = df[df[FAMILY].isin(preset.families)].reset_index(drop=True)
     if target not in df.columns:
@@ -96,8 +148,7 @@ def prepare(df: pd.DataFrame, target: str, preset: Preset, *, key=None) -> Prepa
         for c in (target, preset.split_column, FLOPS, SIZE)
     }
     y = transform_target(col[target], preset)
-    keep = np.isfinite(y)
-    rows = np.flatnonzero(keep)
+    rows = np.flatnonzero(np.isfinite(y))
     if preset.split == "cutoff":
         split = cutoff_split(col[preset.split_column][rows], preset.threshold)
     elif preset.split == "rank":
@@ -113,22 +164,7 @@ def prepare(df: pd.DataFrame, target: str, preset: Preset, *, key=None) -> Prepa
     train[rows], test[rows] = np.asarray(split[0]), np.asarray(split[1])
     if train.sum() < 3:
         raise TableError(f"{target}: only {int(train.sum())} train rows after the split")
-    bench = mat[:, : len(preset.metrics)]
-    imputed = pca_em_impute(bench, train).filled
-    k = min(preset.n_components, int(train.sum()), bench.shape[1])
-    pca = pca_fit(imputed, train, k)
-    return Prepared(
-        models=tuple(df[MODEL]),
-        families=tuple(df[FAMILY]) if FAMILY in df.columns else ("",) * len(df),
-        y=y,
-        train=train,
-        test=test,
-        scores=np.asarray(pca_transform(pca, imputed)),
-        components=np.asarray(pca.components),
-        evr=np.asarray(pca.explained_variance_ratio),
-        flops=col[FLOPS],
-        size=col[SIZE],
-    )
+    return df, mat, col, train, test, y
 
 
 def _missing(df: pd.DataFrame, target: str) -> np.ndarray:
@@ -484,6 +520,13 @@ class Grid(NamedTuple):
     ok: np.ndarray
 
 
+@partial(jax.jit, static_argnames="link")
+def _predict_grid(link: Link, params: LinkParams, X: jax.Array) -> jax.Array:
+    """Predictions of (jobs, sets, replicates) fits on their (jobs, sets) predictor rows."""
+    one = jax.vmap(link.predict, in_axes=(0, None))  # replicates share the rows
+    return jax.vmap(jax.vmap(one))(params, X)
+
+
 def observe_grid(
     df: pd.DataFrame,
     jobs: Sequence[tuple[str, Preset]],
@@ -517,7 +560,7 @@ def observe_grid(
         raise ValueError("observe_grid: every preset must share link, loss and delta")
     link = get_link(presets[0].link)
     key_boot, key_fit = jr.split(jr.key(seed))
-    preps = [prepare(df, t, p) for t, p in jobs]
+    preps = prepare_many(df, jobs)
     n = max(len(p.models) for p in preps)
     mats = [
         [predictor_matrix(prep, ps, p) for ps in predictor_sets]
@@ -556,11 +599,7 @@ def observe_grid(
         loss=p0.loss,
         delta=p0.delta,
     )
-    pred = np.asarray(
-        jax.vmap(
-            jax.vmap(jax.vmap(link.predict, in_axes=(0, None)), in_axes=(0, 0)), in_axes=(0, 0)
-        )(fits.params, X)
-    )  # (jobs, sets, 1 + B, n)
+    pred = np.asarray(_predict_grid(link, fits.params, X))  # (jobs, sets, 1 + B, n)
     sq = (pred - Y[:, None, None]) ** 2
     rows = []
     for i, (target, p) in enumerate(jobs):

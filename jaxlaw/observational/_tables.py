@@ -415,8 +415,8 @@ def benchmark_matrix(
             f"missing columns: {', '.join(map(repr, missing))} "
             f"(available: {', '.join(map(repr, map(str, df.columns)))})",
         )
-    numeric = pd.api.types.is_numeric_dtype
-    if all(numeric(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in columns):
+    numeric, boolean, dtypes = pd.api.types.is_numeric_dtype, pd.api.types.is_bool_dtype, df.dtypes
+    if all(numeric(dtypes[c]) and not boolean(dtypes[c]) for c in columns):
         return df[columns].to_numpy(dtype=np.float64)  # fast path: nothing to name
     out = np.empty((len(df), len(columns)), dtype=np.float64)
     for j, c in enumerate(columns):
