@@ -108,3 +108,18 @@ def test_weighted_mse():
     mask = np.arange(50) < 10
     assert float(weighted_mse(SIGMOID, TRUE, X, y + 0.1 * mask, mask)) == pytest.approx(0.01)
     assert np.isnan(weighted_mse(SIGMOID, TRUE, X, y, np.zeros(50, bool)))
+
+
+@pytest.mark.parametrize("loss", ["sse", "huber"])
+def test_pc_sign_flips_do_not_change_predictions(key, loss):
+    """Spec §5.1-6: PC signs are arbitrary; flipping any predictor column flips its slope and
+    leaves predictions unchanged (< 1e-8): the linearised start and LM's isotropic damping
+    are both equivariant under sign flips."""
+    y = np.asarray(SIGMOID_FLOOR.predict(TRUE, X)) + RNG.normal(0, 0.02, 50)
+    a = fit_link(SIGMOID_FLOOR, X, y, np.ones(50), key=key, loss=loss, delta=0.05)
+    for flip in ([1, -1, 1], [-1, -1, -1]):
+        xf = X * np.array(flip, float)[None, :]
+        b = fit_link(SIGMOID_FLOOR, xf, y, np.ones(50), key=key, loss=loss, delta=0.05)
+        pa, pb = SIGMOID_FLOOR.predict(a.params, X), SIGMOID_FLOOR.predict(b.params, xf)
+        np.testing.assert_allclose(pa, pb, atol=1e-8)
+        np.testing.assert_allclose(b.params.w, a.params.w * np.array(flip), atol=1e-6)
