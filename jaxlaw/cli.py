@@ -290,27 +290,30 @@ def cmd_observe_fit(a: argparse.Namespace) -> None:
 
 
 def cmd_observe_select(a: argparse.Namespace) -> None:
-    from .observational import observe_select
+    from .observational import SELECTION_PRESETS, observe_select
 
     df = _obs_table(a)
     budgets = [int(b) for b in a.budgets.split(",")]
-    sel = observe_select(
-        df,
-        budgets,
-        include=a.include or (),
-        max_size=a.max_size,
-        max_families=a.max_families,
-        method=a.method,
-        n_random=a.random,
-        seed=a.seed,
-    )
+    kw = dict(include=(), max_size=None, max_families=10)
+    if a.preset:
+        if a.preset not in SELECTION_PRESETS:
+            choices = ", ".join(SELECTION_PRESETS)
+            raise ValueError(f"unknown selection preset {a.preset!r}; choose one of {choices}")
+        kw.update(SELECTION_PRESETS[a.preset])
+    if a.include:
+        kw["include"] = tuple(a.include)
+    if a.max_size is not None:
+        kw["max_size"] = a.max_size
+    if a.max_families is not None:
+        kw["max_families"] = a.max_families
+    sel = observe_select(df, budgets, method=a.method, n_random=a.random, seed=a.seed, **kw)
     if a.json:
         _print_json(
             {
                 "n_pool": sel.n_pool,
                 "n_combinations": sel.n_combinations,
                 "method": a.method,
-                "include": a.include or [],
+                "include": list(kw["include"]),
                 "budgets": sel.table.to_dict(orient="records"),
             }
         )
@@ -489,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="pool: models of at most this many billion parameters",
     )
-    os_.add_argument("--max-families", type=int, default=10)
+    os_.add_argument("--max-families", type=int, default=None, help="largest set (default 10)")
+    os_.add_argument("--preset", default=None, help="selection setting: guide | guide_7b")
     os_.add_argument("--method", default="exhaustive", choices=("exhaustive", "greedy", "exchange"))
     os_.add_argument("--random", type=int, default=0, help="random baseline sets per budget")
     os_.add_argument("--seed", type=int, default=0)

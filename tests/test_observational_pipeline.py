@@ -216,3 +216,29 @@ def test_reproduce_obscaling_quick(data_root, tmp_path):
     assert rsq[rsq.family == "MEAN"].r2.iloc[0] == pytest.approx(0.966, abs=0.005)
     for f in ("lbv2_gpqa.png", "selection.png", "rsq.png", "summary.md"):
         assert (out / f).stat().st_size > 0
+
+
+def test_heldout_models_leave_train_and_optionally_join_test(data_root):
+    """The reference's heldout_filter: removed from train after the split; scored only with
+    heldout_to_test (how subset selection is evaluated)."""
+    base = load_benchmarks("base", root=data_root)
+    preset = PRESETS["post_training"]
+    plain = observe_fit(base, "GSM8K", "pc:3", preset)
+    held = tuple(m for m, f in zip(plain.models, plain.families) if f == "Pythia")
+    out = observe_fit(base, "GSM8K", "pc:3", preset.with_(heldout_models=held))
+    back = observe_fit(
+        base, "GSM8K", "pc:3", preset.with_(heldout_models=held, heldout_to_test=True)
+    )
+    assert out.n_train == plain.n_train - len(held) and out.n_test == plain.n_test
+    assert back.n_test == plain.n_test + len(held)
+    with pytest.raises(Exception, match="heldout_models not in the table: nope"):
+        observe_fit(base, "GSM8K", "pc:3", preset.with_(heldout_models=("nope",)))
+
+
+def test_selection_preset_through_cli(data_root, capsys):
+    assert (
+        main(["observe", "select", "--data", str(data_root), "--preset", "guide_7b", "--json"]) == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_combinations"] == 89845 and out["include"] == ["Llama-2"]
+    np.testing.assert_allclose(out["budgets"][0]["J"], -25.61, atol=0.01)

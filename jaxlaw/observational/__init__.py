@@ -45,6 +45,7 @@ from ._pipeline import observe_select as observe_select
 from ._pipeline import prepare as prepare
 from ._presets import LBV2_TARGETS as LBV2_TARGETS
 from ._presets import PRESETS as PRESETS
+from ._presets import SELECTION_PRESETS as SELECTION_PRESETS
 from ._presets import Preset as Preset
 from ._presets import get_preset as get_preset
 from ._regression import RegressionFit as RegressionFit

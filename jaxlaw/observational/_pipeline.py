@@ -24,7 +24,7 @@ from ._links import Link, LinkParams, get_link
 from ._pca import pca_fit, pca_transform
 from ._presets import Preset
 from ._regression import fit_links
-from ._split import cutoff_split, random_split, rank_split
+from ._split import apply_heldout, cutoff_split, random_split, rank_split
 from ._tables import benchmark_matrix
 
 QUANTILES = (0.05, 0.95)
@@ -162,6 +162,14 @@ def _split_rows(df: pd.DataFrame, target: str, preset: Preset, *, key=None):
         raise ValueError(f"unknown split {preset.split!r}; choose cutoff, rank, random or none")
     train, test = np.zeros(len(df), bool), np.zeros(len(df), bool)
     train[rows], test[rows] = np.asarray(split[0]), np.asarray(split[1])
+    if preset.heldout_models:
+        unknown = sorted(set(preset.heldout_models) - set(df[MODEL]))
+        if unknown:
+            raise TableError(f"heldout_models not in the table: {', '.join(unknown[:5])}")
+        train, removed = apply_heldout(train, np.asarray(df[MODEL].isin(preset.heldout_models)))
+        train, removed = np.asarray(train), np.asarray(removed)
+        if preset.heldout_to_test:
+            test = test | removed
     if train.sum() < 3:
         raise TableError(f"{target}: only {int(train.sum())} train rows after the split")
     return df, mat, col, train, test, y

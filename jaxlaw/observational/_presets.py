@@ -30,6 +30,9 @@ class Preset:
         y_range: min-max normalisation (lo, hi) of the target, applied first.
         y_transform: then "log" and/or "logit", in order.
         ref_family: reference family of the compute-equivalent axis.
+        heldout_models: models removed from the TRAIN rows after the split (the reference's
+            ``heldout_filter``; e.g. everything outside a selected subset).
+        heldout_to_test: also score the held-out models (``add_heldout_to_test``).
     """
 
     name: str
@@ -51,6 +54,8 @@ class Preset:
     y_range: tuple[float, float] | None = None
     y_transform: tuple[str, ...] = ()
     ref_family: str = "Llama-2"
+    heldout_models: tuple[str, ...] = ()
+    heldout_to_test: bool = False
 
     def with_(self, **kw) -> "Preset":
         """A copy with some fields replaced (presets are immutable)."""
@@ -129,6 +134,13 @@ LBV2_TARGETS = {
     "lbv2_gpqa": "leaderboard_gpqa",
     "lbv2_math": "leaderboard_math_hard",
     "lbv2_bbh": "leaderboard_bbh",
+}
+
+
+# Model-subset selection settings (spec §3-4.4): keyword arguments of `observe_select`.
+SELECTION_PRESETS: dict[str, dict] = {
+    "guide": dict(include=("Llama-2",), max_size=None, max_families=10),
+    "guide_7b": dict(include=("Llama-2",), max_size=7.0, max_families=10),
 }
 
 
