@@ -92,7 +92,12 @@ def prepare_many(
 ) -> list[Prepared]:
     """`prepare` for several (target, preset) jobs; jobs that share rows and metrics get
     their imputation + PCA in ONE vmapped call over their train masks."""
-    splits = [_split_rows(df, t, p, key=key) for t, p in jobs]
+    filtered: dict = {}  # one family filter per distinct family list
+    for _, p in jobs:
+        if p.families not in filtered:
+            keep = df if p.families is None else df[df[FAMILY].isin(p.families)]
+            filtered[p.families] = keep.reset_index(drop=True)
+    splits = [_split_rows(filtered[p.families], t, p, key=key, filtered=True) for t, p in jobs]
     out: list[Prepared | None] = [None] * len(jobs)
     groups: dict[tuple, list[int]] = {}
     for i, (_, p) in enumerate(jobs):
@@ -133,9 +138,9 @@ def _decompose(bench: jax.Array, trains: jax.Array, k: int):
     return jax.vmap(one)(trains)
 
 
-def _split_rows(df: pd.DataFrame, target: str, preset: Preset, *, key=None):
+def _split_rows(df: pd.DataFrame, target: str, preset: Preset, *, key=None, filtered=False):
     """Host half of `prepare`: rows, column matrix, named columns, split masks, target."""
-    if preset.families is not None:
+    if preset.families is not None and not filtered:
         df = df[df[FAMILY].isin(preset.families)].reset_index(drop=True)
     if target not in df.columns:
         _missing(df, target)
