@@ -14,11 +14,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _data_root() -> Path:
-    env = os.environ.get("JAXLAW_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def synthetic_demo() -> None:
     import jax.numpy as jnp
     import pandas as pd
@@ -51,8 +46,9 @@ def run() -> int:
 
     jax.config.update("jax_enable_x64", True)
     from .cli import main
+    from .data import data_root
 
-    root = _data_root()
+    root = data_root()
     print("jaxlaw demo: which pretrained model should we fine-tune?\n")
     if not (root / "rectified" / "flan.csv").exists():
         print(

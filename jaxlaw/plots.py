@@ -17,6 +17,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_fits(
     path: str | Path,
     models: Sequence[str],
@@ -85,11 +93,7 @@ def plot_fits(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_selection(path: str | Path, grid: pd.DataFrame, *, metric: str = "PearCorr") -> Path:
@@ -120,11 +124,7 @@ def plot_selection(path: str | Path, grid: pd.DataFrame, *, metric: str = "PearC
         ax.set_ylabel(f"{metric} (%)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_observational(path: str | Path, fit, *, title: str = "") -> Path:
@@ -181,8 +181,4 @@ def plot_observational(path: str | Path, fit, *, title: str = "") -> Path:
     )
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

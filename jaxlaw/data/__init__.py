@@ -15,7 +15,9 @@ from ._table import DATASETS as DATASETS
 from ._table import LossTable as LossTable
 from ._table import TableError as TableError
 from ._table import check_fit_points as check_fit_points
+from ._table import data_root as data_root
 from ._table import load_dataset as load_dataset
 from ._table import load_table as load_table
+from ._table import read_raw_csv as read_raw_csv
 from ._table import table_from_frame as table_from_frame
 from ._table import take_models as take_models

@@ -246,19 +246,7 @@ def load_table(path: str | os.PathLike, *, name: str | None = None) -> LossTable
     where = str(path)
     if not path.is_file():
         raise _fail("", f"loss table not found: {path}")
-    try:
-        # Read everything as raw text, header included, so that duplicate headers stay visible
-        # (pandas would rename them), a model called "NA" stays a name, and every cell is
-        # converted by `_build`, which can name it.
-        raw = pd.read_csv(
-            path, header=None, dtype=str, keep_default_na=False, skipinitialspace=True
-        )
-    except pd.errors.EmptyDataError:
-        raise _fail(where, "empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise _fail(where, f"cannot parse CSV ({first})") from None
-    values = raw.to_numpy(dtype=object)
+    values = read_raw_csv(path, where, skipinitialspace=True)
     header, body = values[0], values[1:]
     if len(header) < 2:
         raise _fail(where, "need a model column plus at least one subset-size column")
@@ -269,12 +257,34 @@ def load_table(path: str | os.PathLike, *, name: str | None = None) -> LossTable
     return _build(name, where, list(body[:, 0]), list(header[1:]), body[:, 1:])
 
 
-def _default_root() -> Path:
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The reference-data directory: ``root``, else ``$JAXLAW_DATA``, else
+    ``<repo>/../shared/data`` (tables live in its ``rectified/`` and ``obscaling/``)."""
+    if root is not None:
+        return Path(root)
     env = os.environ.get("JAXLAW_DATA")
     if env:
         return Path(env)
     # <repo>/jaxlaw/data/_table.py -> <repo>/../shared/data
     return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def read_raw_csv(path: Path, where: str, *, skipinitialspace: bool = False) -> np.ndarray:
+    """Every cell of a CSV as raw text (header row included), or one `TableError` line.
+
+    Raw text keeps duplicate headers visible (pandas would rename them), keeps a model called
+    "NA" a name, and leaves every conversion to code that can name the cell.
+    """
+    try:
+        raw = pd.read_csv(
+            path, header=None, dtype=str, keep_default_na=False, skipinitialspace=skipinitialspace
+        )
+    except pd.errors.EmptyDataError:
+        raise _fail(where, "empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _fail(where, f"cannot parse CSV ({first})") from None
+    return raw.to_numpy(dtype=object)
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None) -> LossTable:
@@ -294,7 +304,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None) -> LossTable:
         TableError: if the file is missing (the message lists the tables that exist) or
             malformed.
     """
-    base = Path(root) if root is not None else _default_root()
+    base = data_root(root)
     path = base / "rectified" / f"{name}.csv"
     if not path.is_file():
         have = sorted(p.stem for p in (base / "rectified").glob("*.csv")) if base.is_dir() else []

@@ -59,7 +59,11 @@ class Link:
         Math: linear g; sigmoid 1/(1+e^-g); sigmoid_floor (1-b) sigmoid(g) + b with
         b = width sigmoid(u) (Ruan et al. 2024, eq. 5: ceiling fixed at 1); exp e^g.
         """
-        g = self.capability(p, x)
+        return self.apply(p, self.capability(p, x))
+
+    def apply(self, p: LinkParams, g: ArrayLike) -> Array:
+        """The link's shape at capability values ``g`` (``predict`` = ``apply`` of ``g(x)``)."""
+        g = jnp.asarray(g)
         if self.shape == "linear":
             return g
         if self.shape == "exp":

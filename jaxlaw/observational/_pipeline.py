@@ -11,7 +11,6 @@ from functools import partial
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pandas as pd
@@ -319,16 +318,6 @@ def _cutoff_on_axis(preset: Preset, prep: Prepared, predictors: str, equiv: bool
     return math.log(t) if predictors == "flops" else None
 
 
-def _shape(link: Link, p: LinkParams, g: jax.Array) -> jax.Array:
-    """The link applied to a capability value g (same as `Link.predict` with g given)."""
-    if link.shape == "linear":
-        return g
-    if link.shape == "exp":
-        return jnp.exp(g)
-    b = link.floor(p)
-    return (1.0 - b) * jax.nn.sigmoid(g) + b
-
-
 def bootstrap_weights(
     train: np.ndarray, families: Sequence[str], n: int, *, key, block: str = "model"
 ) -> np.ndarray:
@@ -459,7 +448,7 @@ def observe_fit(
             g_grid = ab.alpha[:, None] * grid[None, :] + ab.beta[:, None]
         else:
             g_grid = fits.params.w0[:, None] + fits.params.w[:, :1] * grid[None, :]
-        curves = np.asarray(jax.vmap(lambda p, gg: _shape(link, p, gg))(fits.params, g_grid))
+        curves = np.asarray(jax.vmap(link.apply)(fits.params, g_grid))
         lo = hi = None
         if bootstrap:
             lo, hi = np.nanquantile(curves[1:], QUANTILES, axis=0)

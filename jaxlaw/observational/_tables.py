@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float, Int
 
-from ..data import TableError
+from ..data import TableError, data_root, read_raw_csv
 from ._constants import (
     BASE_TABLES,
     EVAL_BASE_MODEL_FAMILIES,
@@ -81,20 +81,6 @@ def _same(a: Any, b: Any) -> bool:
     if fa is not None and fb is not None:
         return math.isclose(fa, fb, rel_tol=1e-12, abs_tol=0.0)
     return str(a).strip() == str(b).strip()
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data directory: ``root``, else ``$JAXLAW_DATA``, else ``<repo>/../shared/data``.
-
-    Tables live under ``<data_root>/obscaling/``.
-    """
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("JAXLAW_DATA")
-    if env:
-        return Path(env)
-    # <repo>/jaxlaw/observational/_tables.py -> <repo>/../shared/data
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def validate_table(df: pd.DataFrame, *, name: str = "table") -> pd.DataFrame:
@@ -195,16 +181,7 @@ def read_table(path: str | os.PathLike, *, name: str | None = None) -> pd.DataFr
     where = str(path) if name is None else name
     if not path.is_file():
         raise _fail("", f"benchmark table not found: {path}")
-    try:
-        # Everything as raw text, header included: duplicate headers stay visible (pandas would
-        # rename them) and every cell is converted by validate_table, which can name it.
-        raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise _fail(where, "empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise _fail(where, f"cannot parse CSV ({first})") from None
-    values = raw.to_numpy(dtype=object)
+    values = read_raw_csv(path, where)
     frame = pd.DataFrame(values[1:], columns=list(values[0]))
     return validate_table(frame, name=where)
 
