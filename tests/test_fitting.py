@@ -186,3 +186,12 @@ def test_masked_zero_size_does_not_poison_laws_that_diverge_there(key):
     without = fit_curve(VANILLA, X, y, key=key)
     np.testing.assert_allclose(with_zero.rmsd, without.rmsd, atol=1e-9)
     assert float(with_zero.rmsd) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(n_inits=0), dict(screen_steps=0), dict(schedule=((0, 10),)), dict(schedule=((2, 0),))],
+)
+def test_bad_schedule_is_a_clear_error(key, kw):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        fit_curves(POWER, X, X[None], key=key, **kw)

@@ -19,3 +19,4 @@ from ._fit import predict as predict
 from ._reference import fit_rectified_reference as fit_rectified_reference
 from ._reference import fit_vanilla_reference as fit_vanilla_reference
 from ._result import FitResult as FitResult
+from ._result import huber as huber

@@ -10,12 +10,7 @@ import optimistix as optx
 from .._types import Array, ArrayLike, Bool, Float, Key
 from ..laws import RECTIFIED, VANILLA, Law
 from ._reference import fit_rectified_reference, fit_vanilla_reference
-from ._result import FitResult, clean_points
-
-
-def _huber(r: Array, delta: float) -> Array:
-    a = jnp.abs(r)
-    return jnp.where(a < delta, 0.5 * r**2, delta * (a - 0.5 * delta))
+from ._result import FitResult, clean_points, huber
 
 
 def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
@@ -32,11 +27,11 @@ def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
         solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
         sol = optx.least_squares(fn, solver, p0, max_steps=max_steps, throw=False)
     else:
-        fn = lambda p, _: _huber(residuals(law, p, log_d, log_l, mask), delta).sum()  # noqa: E731
+        fn = lambda p, _: huber(residuals(law, p, log_d, log_l, mask), delta).sum()  # noqa: E731
         solver = optx.BFGS(rtol=rtol, atol=atol)
         sol = optx.minimise(fn, solver, p0, max_steps=max_steps, throw=False)
     r = residuals(law, sol.value, log_d, log_l, mask)
-    value = (r**2).sum() / n if loss == "mse" else _huber(r, delta).sum()
+    value = (r**2).sum() / n if loss == "mse" else huber(r, delta).sum()
     converged = sol.result == optx.RESULTS.successful
     capped = sol.result == optx.RESULTS.nonlinear_max_steps_reached
     usable = (converged | capped) & jnp.isfinite(value)
@@ -108,6 +103,11 @@ def fit_curve(
         )
     log_d, log_l, mask = clean_points(log_d, log_l, mask)
     n_inits = law.n_grid if n_inits is None else n_inits
+    if n_inits < 1 or screen_steps < 1 or any(k < 1 or s < 1 for k, s in schedule):
+        raise ValueError(
+            f"n_inits ({n_inits}), screen_steps ({screen_steps}) and every (keep, steps) of "
+            f"schedule {schedule} must be >= 1"
+        )
     starts = law.sample_init(key, log_d, log_l, mask, n_inits)
     data = (log_d, log_l, mask)
     stages = [(n_inits, screen_steps), *schedule]

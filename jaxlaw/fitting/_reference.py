@@ -12,7 +12,7 @@ import optimistix as optx
 
 from .._types import Array, ArrayLike, Bool, Float, Key
 from ..laws import RectifiedCode, VanillaCode, rectified_code, vanilla_code
-from ._result import FitResult, clean_points
+from ._result import FitResult, clean_points, huber
 
 
 def _mmean(v: Array, w: Array) -> Array:
@@ -101,11 +101,6 @@ def fit_rectified_reference(
     )
 
 
-def _huber_sum(r: Array, delta: float) -> Array:
-    a = jnp.abs(r)
-    return jnp.where(a < delta, 0.5 * r**2, delta * (a - 0.5 * delta)).sum()
-
-
 def fit_vanilla_reference(
     log_d: Float[ArrayLike, " points"],
     log_l: Float[ArrayLike, " points"],
@@ -133,7 +128,7 @@ def fit_vanilla_reference(
 
     def objective(v, _):
         p = VanillaCode(*v)
-        return _huber_sum(jnp.where(mask, vanilla_code(p, log_d) - log_l, 0.0), delta)
+        return huber(jnp.where(mask, vanilla_code(p, log_d) - log_l, 0.0), delta).sum()
 
     def one(v0):
         v, converged, steps = _bfgs(objective, v0, max_steps, rtol, atol)

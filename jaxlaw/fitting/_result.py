@@ -44,3 +44,9 @@ def clean_points(log_d: Array, log_l: Array, mask: Array | None) -> tuple[Array,
     mask = ok if mask is None else (jnp.asarray(mask, bool) & ok)
     log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape)
     return jnp.where(mask, log_d, 0.0), jnp.where(mask, log_l, 0.0), mask
+
+
+def huber(r: Array, delta: float) -> Array:
+    """Huber loss per residual: r^2 / 2 inside ``delta``, delta (|r| - delta / 2) outside."""
+    a = jnp.abs(r)
+    return jnp.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))

@@ -14,6 +14,7 @@ import jax.random as jr
 import optimistix as optx
 
 from .._types import Array, ArrayLike, Bool, Float, Key
+from ..fitting import huber
 from ._links import Link, LinkParams
 
 
@@ -33,11 +34,6 @@ class RegressionFit(NamedTuple):
     ok: Array
     converged: Array
     steps: Array
-
-
-def _huber(r: Array, delta: float) -> Array:
-    a = jnp.abs(r)
-    return jnp.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
 
 
 def _huber_residual(r: Array, delta: float) -> Array:
@@ -104,7 +100,7 @@ def fit_link(
         objective = lambda p: (w * resid(p) ** 2).sum()  # noqa: E731
     elif loss == "huber":
         fn = lambda p, _: jnp.sqrt(w) * _huber_residual(resid(p), delta)  # noqa: E731
-        objective = lambda p: (w * _huber(resid(p), delta)).sum()  # noqa: E731
+        objective = lambda p: (w * huber(resid(p), delta)).sum()  # noqa: E731
     else:
         raise ValueError(f"unknown loss {loss!r}; choose 'sse' or 'huber'")
     solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
