@@ -8,6 +8,7 @@ r2, n_models), lbv2_*.png, selection.png, rsq.png, summary.md and config.json.
 """
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -19,14 +20,11 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from config import ObscalingConfig  # noqa: E402
-
-from jaxlaw.observational import (  # noqa: E402
+from jaxlaw.observational import (
     ALL8,
     INSTRUCT7,
     LBV2_TARGETS,
@@ -44,7 +42,21 @@ from jaxlaw.observational import (  # noqa: E402
     pca_fit,
     pca_transform,
 )
-from jaxlaw.plots import plot_observational  # noqa: E402
+from jaxlaw.plots import plot_observational
+
+
+def _config_class():
+    """This study's config.py, loaded under a unique module name: every experiment has a
+    config.py, and a plain `import config` would reuse whichever one was imported first."""
+    path = Path(__file__).resolve().with_name("config.py")
+    spec = importlib.util.spec_from_file_location("jaxlaw_experiments_obscaling_config", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module.ObscalingConfig
+
+
+ObscalingConfig = _config_class()
 
 PCA_TABLES = {  # name -> (table, loader kwargs, metrics)
     "base77_all8": ("base", {}, ALL8),

@@ -9,6 +9,7 @@ rmsd.png, selection.png and config.json.
 """
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -19,12 +20,23 @@ import jax
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from config import RectifiedConfig  # noqa: E402
+from jaxlaw.data import load_dataset
+from jaxlaw.plots import plot_fits, plot_selection
+from jaxlaw.selection import fit_table, fitted_curves, selection_grid
 
-from jaxlaw.data import load_dataset  # noqa: E402
-from jaxlaw.plots import plot_fits, plot_selection  # noqa: E402
-from jaxlaw.selection import fit_table, fitted_curves, selection_grid  # noqa: E402
+
+def _config_class():
+    """This study's config.py, loaded under a unique module name: every experiment has a
+    config.py, and a plain `import config` would reuse whichever one was imported first."""
+    path = Path(__file__).resolve().with_name("config.py")
+    spec = importlib.util.spec_from_file_location("jaxlaw_experiments_rectified_config", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module.RectifiedConfig
+
+
+RectifiedConfig = _config_class()
 
 LAWS = {  # name in rmsd.csv -> (law, faithful)
     "rectified": ("rectified", False),
