@@ -96,13 +96,24 @@ def prepare_many(
         if p.families not in filtered:
             keep = df if p.families is None else df[df[FAMILY].isin(p.families)]
             filtered[p.families] = keep.reset_index(drop=True)
-    splits = [_split_rows(filtered[p.families], t, p, key=key, filtered=True) for t, p in jobs]
+    converted: dict = {}  # one column conversion per family list: the union of the jobs' needs
+    for t, p in jobs:
+        rows = filtered[p.families]
+        if t not in rows.columns:
+            _missing(rows, t)
+        need = converted.setdefault(p.families, [])
+        need += [c for c in _needed(t, p) if c in rows.columns and c not in need]
+    matrices = {f: (benchmark_matrix(filtered[f], names), names) for f, names in converted.items()}
+    splits = [
+        _split_rows(filtered[p.families], t, p, key=key, filtered=True, matrix=matrices[p.families])
+        for t, p in jobs
+    ]
     out: list[Prepared | None] = [None] * len(jobs)
     groups: dict[tuple, list[int]] = {}
     for i, (_, p) in enumerate(jobs):
         groups.setdefault((p.families, p.metrics), []).append(i)
     for members in groups.values():
-        bench = splits[members[0]][1][:, : len(jobs[members[0]][1].metrics)]
+        bench = splits[members[0]][1]
         trains = np.stack([splits[i][3] for i in members])
         k = min(
             min(jobs[i][1].n_components for i in members), int(trains.sum(1).min()), bench.shape[1]
@@ -137,16 +148,30 @@ def _decompose(bench: jax.Array, trains: jax.Array, k: int):
     return jax.vmap(one)(trains)
 
 
-def _split_rows(df: pd.DataFrame, target: str, preset: Preset, *, key=None, filtered=False):
-    """Host half of `prepare`: rows, column matrix, named columns, split masks, target."""
+def _needed(target: str, preset: Preset) -> list[str]:
+    """Columns a job reads: the preset's metrics, the target, the split column, FLOPs, size."""
+    extra = [c for c in (target, preset.split_column, FLOPS, SIZE) if c != "y"]
+    return list(dict.fromkeys([*preset.metrics, *extra]))
+
+
+def _split_rows(
+    df: pd.DataFrame, target: str, preset: Preset, *, key=None, filtered=False, matrix=None
+):
+    """Host half of `prepare`: rows, metric matrix, named columns, split masks, target.
+
+    ``matrix`` = (converted columns, their names) when the caller converted the table once.
+    """
     if preset.families is not None and not filtered:
         df = df[df[FAMILY].isin(preset.families)].reset_index(drop=True)
     if target not in df.columns:
         _missing(df, target)
-    # One conversion of every column this target needs (the host cost of the pipeline).
-    extra = [c for c in (target, preset.split_column, FLOPS, SIZE) if c in df.columns and c != "y"]
-    names = list(dict.fromkeys([*preset.metrics, *extra]))
-    mat = benchmark_matrix(df, names)
+    if matrix is None:
+        names = [c for c in _needed(target, preset) if c in df.columns]
+        matrix = (benchmark_matrix(df, names), names)
+    mat, names = matrix
+    missing = [m for m in preset.metrics if m not in names]
+    if missing:  # benchmark_matrix names them, with the columns available
+        benchmark_matrix(df, missing)
     col = {
         c: mat[:, names.index(c)] if c in names else np.full(len(df), np.nan)
         for c in (target, preset.split_column, FLOPS, SIZE)
@@ -176,7 +201,8 @@ def _split_rows(df: pd.DataFrame, target: str, preset: Preset, *, key=None, filt
             test = test | removed
     if train.sum() < 3:
         raise TableError(f"{target}: only {int(train.sum())} train rows after the split")
-    return df, mat, col, train, test, y
+    bench = mat[:, [names.index(m) for m in preset.metrics]]
+    return df, bench, col, train, test, y
 
 
 def _missing(df: pd.DataFrame, target: str) -> np.ndarray:
