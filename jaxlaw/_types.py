@@ -8,6 +8,8 @@ Dimension names used in jaxtyping annotations:
 - ``models``: candidate models of a selection problem.
 - ``budgets``: data budgets M of a model-selection grid (largest subset a method may read).
 - ``params``: flattened parameter vector.
+- ``examples``: examples of a tokenised set or batch; ``seq``: token positions (padded);
+  ``vocab``: vocabulary entries; ``embed``: model width; ``proj``: random-projection width.
 """
 
 from typing import TypeAlias

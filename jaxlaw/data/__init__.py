@@ -1,4 +1,4 @@
-"""Host-side loading of fine-tuning loss tables (numpy/pandas only; no jax).
+"""Host-side loading: fine-tuning loss tables (numpy/pandas) and tokenised text sets.
 
 Entry points: `load_dataset` for the reference tables and `load_table` for any CSV in the
 same format::
@@ -9,8 +9,28 @@ same format::
     giga = take_models(load_dataset("gigaword"), flan.models)   # align rows by name
 
 Malformed input raises `TableError` (a ValueError) with one line naming the culprit.
+
+Text for LoRA fine-tuning and pre-training (numpy + ``tokenizers``/``datasets``; jax only for
+the key of `doctest_task`): `load_tokenizer` / `train_tokenizer` / `save_tokenizer` give a
+`TextTokenizer`; `load_records`, `load_task` and `format_examples` read local files into prompt
+and response strings; `tokenize_examples` (loss on the response only) and `pack_texts`
+(pre-training windows) turn them into a `TokenizedSet` of padded arrays plus masks. The demo
+data need no download: `stdlib_corpus` (Python's own standard library) and `doctest_task`
+(REPL examples such as ``>>> sorted('bca')`` -> ``['a', 'b', 'c']``)::
+
+    from jaxlaw.data import doctest_task, stdlib_corpus, tokenize_examples, train_tokenizer
+    tok = train_tokenizer(stdlib_corpus(), vocab_size=1024)
+    prompts, responses = doctest_task(1000, key=jax.random.key(0))
+    ts = tokenize_examples(tok, prompts, responses)  # ts.tokens.shape == (1000, 64)
 """
 
+from ._corpus import DOCTEST_FAMILIES as DOCTEST_FAMILIES
+from ._corpus import STDLIB_EXCLUDE as STDLIB_EXCLUDE
+from ._corpus import Task as Task
+from ._corpus import doctest_task as doctest_task
+from ._corpus import load_records as load_records
+from ._corpus import load_task as load_task
+from ._corpus import stdlib_corpus as stdlib_corpus
 from ._table import DATASETS as DATASETS
 from ._table import LossTable as LossTable
 from ._table import TableError as TableError
@@ -21,3 +41,16 @@ from ._table import load_table as load_table
 from ._table import read_raw_csv as read_raw_csv
 from ._table import table_from_frame as table_from_frame
 from ._table import take_models as take_models
+from ._text import BUCKETS as BUCKETS
+from ._text import Examples as Examples
+from ._text import TokenizedSet as TokenizedSet
+from ._text import TruncationWarning as TruncationWarning
+from ._text import format_examples as format_examples
+from ._text import pack_texts as pack_texts
+from ._text import take as take
+from ._text import tokenize_examples as tokenize_examples
+from ._tokenizer import ENDOFTEXT as ENDOFTEXT
+from ._tokenizer import TextTokenizer as TextTokenizer
+from ._tokenizer import load_tokenizer as load_tokenizer
+from ._tokenizer import save_tokenizer as save_tokenizer
+from ._tokenizer import train_tokenizer as train_tokenizer

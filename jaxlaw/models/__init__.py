@@ -1,0 +1,21 @@
+"""Flax NNX decoder models and Hugging Face checkpoint I/O.
+
+One `Decoder` covers GPT-2, GPT-NeoX/Pythia, Llama and Qwen2, switched by a frozen `ModelConfig`.
+`load_pretrained` / `save_pretrained` read and write transformers' safetensors layout, so a
+checkpoint moves between jaxlaw and PyTorch unchanged. Every projection is a `Linear`, the slot
+`jaxlaw.lora` adapts. No training code lives here.
+"""
+
+from ._attention import Attention as Attention
+from ._attention import apply_rotary as apply_rotary
+from ._config import ModelConfig as ModelConfig
+from ._decoder import MLP as MLP
+from ._decoder import Block as Block
+from ._decoder import Decoder as Decoder
+from ._decoder import Norm as Norm
+from ._decoder import init_model as init_model
+from ._hf import IGNORED_BUFFERS as IGNORED_BUFFERS
+from ._hf import CheckpointError as CheckpointError
+from ._hf import load_pretrained as load_pretrained
+from ._hf import save_pretrained as save_pretrained
+from ._linear import Linear as Linear

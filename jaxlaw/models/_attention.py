@@ -1,0 +1,111 @@
+"""Causal self-attention with grouped-query heads and (partial) rotary position embeddings.
+
+`Attention` is the module a `Decoder` block holds as ``attn``; `apply_rotary` is the rotary
+embedding in Hugging Face's ``rotate_half`` convention (Llama, GPT-NeoX, Qwen2).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .._types import Array, Bool, Float
+from ._config import ModelConfig
+from ._linear import Linear
+
+
+def apply_rotary(
+    x: Float[Array, "examples seq heads head_dim"], *, ndims: int, theta: float
+) -> Float[Array, "examples seq heads head_dim"]:
+    """Rotate the first ``ndims`` dims of every head by position, HF ``rotate_half`` style.
+
+    Position ``p`` rotates the pair ``(x[i], x[i + ndims/2])`` by angle
+    ``p * theta**(-2i/ndims)``; dims from ``ndims`` on pass through unchanged (Pythia's partial
+    rotary). Positions are ``arange(seq)``, which is right for right-padded batches. The angles
+    are computed in float32 and cast to ``x.dtype``, as transformers does.
+
+    Args:
+        x: queries or keys, head-split.
+        ndims: rotated dims per head (even, at most ``head_dim``).
+        theta: RoPE base wavelength.
+
+    Returns:
+        ``x`` with rotary embeddings applied, same dtype.
+    """
+    seq = x.shape[1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, ndims, 2, dtype=jnp.float32) / ndims))
+    angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (seq, ndims/2)
+    angles = jnp.concatenate([angles, angles], axis=-1)[None, :, None, :]  # (1, seq, 1, ndims)
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    x_rot, x_pass = x[..., :ndims], x[..., ndims:]
+    x1, x2 = x_rot[..., : ndims // 2], x_rot[..., ndims // 2 :]
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return jnp.concatenate([x_rot * cos + rotated * sin, x_pass], axis=-1)
+
+
+class Attention(nnx.Module):
+    """Multi-head / grouped-query causal self-attention.
+
+    Projections are `Linear` modules named after the checkpoints they mirror: either one fused
+    ``qkv`` (GPT-2 ``c_attn``, NeoX ``query_key_value``) whose output is ``[q | k | v]`` with
+    heads contiguous inside each part, or ``q_proj``/``k_proj``/``v_proj`` (Llama, Qwen2); the
+    output projection is ``o_proj``. Query head ``h`` reads key/value head
+    ``h // (n_heads // n_kv_heads)``, as transformers' ``repeat_kv`` does. Scores are scaled by
+    ``head_dim**-0.5`` and the softmax runs in float32.
+
+    Args:
+        config: the architecture.
+        rngs: random streams for the projection kernels.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        c = config
+        q_size, kv_size = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+        kw = dict(dtype=c.compute_dtype, param_dtype=c.storage_dtype, rngs=rngs)
+        if c.fused_qkv:
+            self.qkv = Linear(c.hidden_size, q_size + 2 * kv_size, use_bias=c.qkv_bias, **kw)
+        else:
+            self.q_proj = Linear(c.hidden_size, q_size, use_bias=c.qkv_bias, **kw)
+            self.k_proj = Linear(c.hidden_size, kv_size, use_bias=c.qkv_bias, **kw)
+            self.v_proj = Linear(c.hidden_size, kv_size, use_bias=c.qkv_bias, **kw)
+        self.o_proj = Linear(q_size, c.hidden_size, use_bias=c.attn_out_bias, **kw)
+
+    def __call__(
+        self,
+        x: Float[Array, "examples seq embed"],
+        mask: Bool[Array, "examples seq seq"],
+    ) -> Float[Array, "examples seq embed"]:
+        """Attend from every query position to the keys ``mask[b, query, key]`` allows.
+
+        Args:
+            x: normalised residual stream.
+            mask: True where the query may attend to the key (causal and not padding). A query
+                row with no allowed key gets uniform weights instead of NaN.
+
+        Returns:
+            The attention output after ``o_proj``.
+        """
+        c = self.config
+        examples, seq, _ = x.shape
+        q_size, kv_size = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+        if c.fused_qkv:
+            qkv = self.qkv(x)
+            q, k, v = jnp.split(qkv, [q_size, q_size + kv_size], axis=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape(examples, seq, c.n_heads, c.head_dim)
+        k = k.reshape(examples, seq, c.n_kv_heads, c.head_dim)
+        v = v.reshape(examples, seq, c.n_kv_heads, c.head_dim)
+        if c.positions == "rotary":
+            q = apply_rotary(q, ndims=c.rotary_ndims, theta=c.rope_theta)
+            k = apply_rotary(k, ndims=c.rotary_ndims, theta=c.rope_theta)
+        groups = c.n_heads // c.n_kv_heads
+        q = q.reshape(examples, seq, c.n_kv_heads, groups, c.head_dim)
+        # float32 scores even from bf16 inputs: the softmax is where low precision hurts most.
+        scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32)
+        scores = scores * c.head_dim**-0.5
+        # A finite fill (not -inf) keeps fully masked rows finite: softmax makes them uniform.
+        scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
+        return self.o_proj(out.reshape(examples, seq, q_size))

@@ -1,0 +1,425 @@
+"""`ModelConfig`: one frozen, hashable description of every decoder family jaxlaw runs.
+
+GPT-2, GPT-NeoX/Pythia, Llama and Qwen2 differ only by switches (norm, positions, residual
+layout, biases, activation, head tying, fused qkv), so one `Decoder` serves all four. The entry
+points are `ModelConfig.from_hf` / `ModelConfig.to_hf` (Hugging Face ``config.json`` dicts) and
+`ModelConfig.tiny` (random test models).
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jax.numpy as jnp
+
+Family = Literal["gpt2", "gpt_neox", "llama", "qwen2"]
+
+FAMILIES: tuple[str, ...] = ("gpt2", "gpt_neox", "llama", "qwen2")
+_DTYPES = ("float32", "bfloat16", "float16", "float64")
+_ARCHITECTURES = {
+    "gpt2": "GPT2LMHeadModel",
+    "gpt_neox": "GPTNeoXForCausalLM",
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+}
+# HF spells the tanh-approximate GELU two ways; both are the same formula.
+_HF_ACTIVATIONS = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu": "gelu"}
+_HF_ACTIVATIONS |= {"silu": "silu", "swish": "silu"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a decoder-only transformer, by switches over the supported families.
+
+    All fields are Python scalars or strings, so the config is hashable and can be a static
+    argument of a jitted function. Construct it with `ModelConfig.from_hf`, `ModelConfig.tiny`
+    or directly; inconsistent values raise ValueError.
+
+    Attributes:
+        family: checkpoint family, one of ``gpt2``, ``gpt_neox``, ``llama``, ``qwen2``; it picks
+            the Hugging Face tensor names in `jaxlaw.models.load_pretrained`.
+        vocab_size: number of token ids.
+        hidden_size: residual-stream width.
+        n_layers: number of transformer blocks.
+        n_heads: number of query heads.
+        n_kv_heads: number of key/value heads (grouped-query attention); divides ``n_heads``.
+            ``None`` means ``n_heads`` (multi-head attention).
+        head_dim: width of one head; ``None`` means ``hidden_size // n_heads``.
+        intermediate_size: MLP hidden width.
+        max_positions: longest sequence; the size of the learned position table.
+        norm: ``"layernorm"`` (scale and bias) or ``"rmsnorm"`` (scale only).
+        norm_eps: epsilon added to the variance inside every norm.
+        positions: ``"learned"`` (absolute table, GPT-2) or ``"rotary"`` (RoPE).
+        rotary_pct: fraction of each head's dims that rotary rotates (Pythia uses 0.25); the
+            first ``int(head_dim * rotary_pct)`` dims are rotated.
+        rope_theta: RoPE base wavelength.
+        parallel_residual: ``x + attn(ln1(x)) + mlp(ln2(x))`` (GPT-NeoX) instead of the
+            sequential ``x = x + attn(ln1(x)); x = x + mlp(ln2(x))``.
+        qkv_bias: bias on the query/key/value projections.
+        attn_out_bias: bias on the attention output projection.
+        mlp_bias: bias on the MLP projections.
+        activation: ``"gelu_new"`` (tanh approximation, GPT-2), ``"gelu"`` (exact erf form,
+            GPT-NeoX) or ``"silu"`` (Llama/Qwen2).
+        gated_mlp: ``down(act(gate(x)) * up(x))`` instead of ``down(act(up(x)))``.
+        tie_word_embeddings: the LM head reuses the token embedding (no ``lm_head`` module).
+        fused_qkv: one ``attn.qkv`` projection with output ``[q | k | v]`` (mirrors GPT-2's
+            ``c_attn`` and NeoX's ``query_key_value``) instead of ``q_proj``/``k_proj``/``v_proj``.
+        dtype: compute dtype name (``"float32"`` or ``"bfloat16"``; also ``"float16"``,
+            ``"float64"``). Norms and softmax run in float32 regardless; logits are float32.
+        param_dtype: storage dtype name of every parameter.
+    """
+
+    family: Family
+    vocab_size: int
+    hidden_size: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int | None = None
+    head_dim: int | None = None
+    intermediate_size: int = 0
+    max_positions: int = 2048
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
+    positions: Literal["learned", "rotary"] = "rotary"
+    rotary_pct: float = 1.0
+    rope_theta: float = 10000.0
+    parallel_residual: bool = False
+    qkv_bias: bool = False
+    attn_out_bias: bool = False
+    mlp_bias: bool = False
+    activation: Literal["gelu_new", "gelu", "silu"] = "silu"
+    gated_mlp: bool = False
+    tie_word_embeddings: bool = False
+    fused_qkv: bool = False
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        def fail(msg: str):
+            raise ValueError(f"ModelConfig: {msg}")
+
+        if self.family not in FAMILIES:
+            fail(f"unknown family {self.family!r}; supported: {', '.join(FAMILIES)}")
+        for name in ("vocab_size", "hidden_size", "n_layers", "n_heads", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                fail(f"{name} must be positive, got {getattr(self, name)}")
+        if self.head_dim is None:
+            if self.hidden_size % self.n_heads:
+                fail(f"hidden_size {self.hidden_size} not divisible by n_heads {self.n_heads}")
+            # Frozen dataclass: resolve the defaults once so every reader sees plain ints.
+            object.__setattr__(self, "head_dim", self.hidden_size // self.n_heads)
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.n_heads % self.n_kv_heads:
+            fail(f"n_heads {self.n_heads} not divisible by n_kv_heads {self.n_kv_heads}")
+        if self.norm not in ("layernorm", "rmsnorm"):
+            fail(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
+        if self.positions not in ("learned", "rotary"):
+            fail(f"positions must be 'learned' or 'rotary', got {self.positions!r}")
+        if self.activation not in ("gelu_new", "gelu", "silu"):
+            fail(f"activation must be 'gelu_new', 'gelu' or 'silu', got {self.activation!r}")
+        if self.positions == "rotary" and (self.rotary_ndims < 2 or self.rotary_ndims % 2):
+            fail(f"rotary dims int({self.head_dim} * {self.rotary_pct}) must be even and >= 2")
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in _DTYPES:
+                fail(f"{name} must be one of {', '.join(_DTYPES)}, got {getattr(self, name)!r}")
+
+    @property
+    def rotary_ndims(self) -> int:
+        """Leading dims of each head that rotary embeddings rotate (HF's ``rotary_ndims``)."""
+        return int(self.head_dim * self.rotary_pct)
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        """`dtype` as a numpy dtype object."""
+        return jnp.dtype(self.dtype)
+
+    @property
+    def storage_dtype(self) -> jnp.dtype:
+        """`param_dtype` as a numpy dtype object."""
+        return jnp.dtype(self.param_dtype)
+
+    @classmethod
+    def from_hf(cls, config: dict[str, Any]) -> "ModelConfig":
+        """Translate a Hugging Face ``config.json`` dict, dispatching on its ``model_type``.
+
+        Both the transformers 4 spellings (``rope_theta``, ``rotary_pct``, ``rotary_emb_base``,
+        ``torch_dtype``) and the transformers 5 ones (``rope_parameters``, ``dtype``) are read.
+        ``dtype`` and ``param_dtype`` take the checkpoint's recorded dtype when it is one jaxlaw
+        supports, else float32.
+
+        Args:
+            config: the parsed ``config.json``.
+
+        Returns:
+            The equivalent `ModelConfig`.
+
+        Raises:
+            ValueError: unknown ``model_type``, or a feature the `Decoder` does not implement
+                (rope scaling, sliding windows, cross-attention, ...).
+        """
+        model_type = config.get("model_type")
+        if model_type not in FAMILIES:
+            raise ValueError(
+                f"unsupported model_type {model_type!r}; supported: {', '.join(FAMILIES)}"
+            )
+        dtype = config.get("dtype", config.get("torch_dtype")) or "float32"
+        dtype = dtype if dtype in _DTYPES else "float32"
+        common: dict[str, Any] = dict(family=model_type, dtype=dtype, param_dtype=dtype)
+        if model_type == "gpt2":
+            _reject(config, model_type, scale_attn_by_inverse_layer_idx=True)
+            _reject(config, model_type, add_cross_attention=True, scale_attn_weights=False)
+            hidden = config["n_embd"]
+            return cls(
+                **common,
+                vocab_size=config["vocab_size"],
+                hidden_size=hidden,
+                n_layers=config["n_layer"],
+                n_heads=config["n_head"],
+                intermediate_size=config.get("n_inner") or 4 * hidden,
+                max_positions=config["n_positions"],
+                norm="layernorm",
+                norm_eps=float(config.get("layer_norm_epsilon", 1e-5)),
+                positions="learned",
+                qkv_bias=True,
+                attn_out_bias=True,
+                mlp_bias=True,
+                activation=_activation(config.get("activation_function", "gelu_new")),
+                tie_word_embeddings=config.get("tie_word_embeddings", True),
+                fused_qkv=True,
+            )
+        rope = _rope(config, model_type)
+        if model_type == "gpt_neox":
+            bias = config.get("attention_bias", True)
+            return cls(
+                **common,
+                vocab_size=config["vocab_size"],
+                hidden_size=config["hidden_size"],
+                n_layers=config["num_hidden_layers"],
+                n_heads=config["num_attention_heads"],
+                intermediate_size=config["intermediate_size"],
+                max_positions=config["max_position_embeddings"],
+                norm="layernorm",
+                norm_eps=float(config.get("layer_norm_eps", 1e-5)),
+                positions="rotary",
+                rotary_pct=float(rope.get("partial_rotary_factor", config.get("rotary_pct", 0.25))),
+                rope_theta=float(rope.get("rope_theta", config.get("rotary_emb_base", 10000.0))),
+                parallel_residual=config.get("use_parallel_residual", True),
+                qkv_bias=bias,
+                attn_out_bias=bias,
+                # HF's GPTNeoXMLP always has biases (plain nn.Linear).
+                mlp_bias=True,
+                activation=_activation(config.get("hidden_act", "gelu")),
+                tie_word_embeddings=config.get("tie_word_embeddings", False),
+                fused_qkv=True,
+            )
+        _reject(config, model_type, use_sliding_window=True)
+        heads = config["num_attention_heads"]
+        if model_type == "llama":
+            biases = dict(
+                qkv_bias=config.get("attention_bias", False),
+                attn_out_bias=config.get("attention_bias", False),
+                mlp_bias=config.get("mlp_bias", False),
+            )
+        else:  # Qwen2 hard-codes bias on q/k/v only.
+            biases = dict(qkv_bias=True, attn_out_bias=False, mlp_bias=False)
+        return cls(
+            **common,
+            **biases,
+            vocab_size=config["vocab_size"],
+            hidden_size=config["hidden_size"],
+            n_layers=config["num_hidden_layers"],
+            n_heads=heads,
+            n_kv_heads=config.get("num_key_value_heads") or heads,
+            head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+            intermediate_size=config["intermediate_size"],
+            max_positions=config["max_position_embeddings"],
+            norm="rmsnorm",
+            norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+            positions="rotary",
+            rotary_pct=float(rope.get("partial_rotary_factor", 1.0)),
+            rope_theta=float(rope.get("rope_theta", 10000.0)),
+            activation=_activation(config.get("hidden_act", "silu")),
+            gated_mlp=True,
+            tie_word_embeddings=config.get("tie_word_embeddings", False),
+        )
+
+    def to_hf(self) -> dict[str, Any]:
+        """A ``config.json`` dict that transformers loads back as the same architecture.
+
+        Written in the transformers 5 spelling (``rope_parameters``, ``dtype``) with the
+        ``architectures`` field set to the family's causal-LM class.
+
+        Returns:
+            A JSON-serialisable dict.
+
+        Raises:
+            ValueError: the config uses a switch the family's HF class cannot express (e.g. a
+                GPT-2 with rotary positions).
+        """
+        self._check_expressible()
+        out: dict[str, Any] = {
+            "architectures": [_ARCHITECTURES[self.family]],
+            "model_type": self.family,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "dtype": self.param_dtype,
+            "use_cache": True,
+            # Special token ids belong to the tokenizer, not the architecture; HF's GPT-2
+            # default 50256 would lie outside a small test vocabulary.
+            "bos_token_id": None,
+            "eos_token_id": None,
+        }
+        hf_act = {"gelu_new": "gelu_new", "gelu": "gelu", "silu": "silu"}[self.activation]
+        if self.family == "gpt2":
+            return out | {
+                "n_embd": self.hidden_size,
+                "n_layer": self.n_layers,
+                "n_head": self.n_heads,
+                "n_inner": self.intermediate_size,
+                "n_positions": self.max_positions,
+                "layer_norm_epsilon": self.norm_eps,
+                "activation_function": hf_act,
+                # The base model has no dropout (LoRA dropout is the only one), so HF gets none.
+                "resid_pdrop": 0.0,
+                "embd_pdrop": 0.0,
+                "attn_pdrop": 0.0,
+            }
+        rope: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
+        common = {
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": self.max_positions,
+            "hidden_act": hf_act,
+            "attention_dropout": 0.0,
+        }
+        if self.family == "gpt_neox":
+            rope["partial_rotary_factor"] = self.rotary_pct
+            return (
+                out
+                | common
+                | {
+                    "layer_norm_eps": self.norm_eps,
+                    "use_parallel_residual": self.parallel_residual,
+                    "attention_bias": self.qkv_bias,
+                    "hidden_dropout": 0.0,
+                    "rope_parameters": rope,
+                }
+            )
+        out = (
+            out
+            | common
+            | {
+                "num_key_value_heads": self.n_kv_heads,
+                "head_dim": self.head_dim,
+                "rms_norm_eps": self.norm_eps,
+                "rope_parameters": rope,
+            }
+        )
+        if self.family == "llama":
+            out |= {"attention_bias": self.qkv_bias, "mlp_bias": self.mlp_bias}
+        else:
+            out |= {"use_sliding_window": False}
+        return out
+
+    def _check_expressible(self):
+        """Raise unless the family's HF class has the same switches as this config."""
+        want: dict[str, Any] = {"fused_qkv": self.family in ("gpt2", "gpt_neox")}
+        if self.family == "gpt2":
+            want |= dict(positions="learned", norm="layernorm", gated_mlp=False)
+            want |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True)
+            want |= dict(parallel_residual=False, n_kv_heads=self.n_heads)
+        elif self.family == "gpt_neox":
+            want |= dict(positions="rotary", norm="layernorm", gated_mlp=False, mlp_bias=True)
+            want |= dict(attn_out_bias=self.qkv_bias, n_kv_heads=self.n_heads)
+        else:
+            want |= dict(positions="rotary", norm="rmsnorm", gated_mlp=True)
+            want |= dict(parallel_residual=False, activation="silu")
+            if self.family == "llama":
+                want |= dict(attn_out_bias=self.qkv_bias)
+            else:
+                want |= dict(qkv_bias=True, attn_out_bias=False, mlp_bias=False)
+        if self.family in ("gpt2", "gpt_neox") and self.head_dim * self.n_heads != self.hidden_size:
+            want["head_dim"] = self.hidden_size // self.n_heads
+        bad = {k: v for k, v in want.items() if getattr(self, k) != v}
+        if bad:
+            raise ValueError(f"family {self.family!r} requires {bad}")
+
+    @classmethod
+    def tiny(cls, family: str, **overrides: Any) -> "ModelConfig":
+        """A 2-layer random-init config of ``family`` for tests and demos (runs in ms on CPU).
+
+        Defaults: vocab 100, hidden 64, 4 heads of 16, MLP 128, 64 positions, float32. GPT-2 is
+        tied with learned positions; GPT-NeoX has rotary on a quarter of each head (4 dims) and
+        a parallel residual; Llama has 2 KV heads (grouped-query) and an untied head; Qwen2 has
+        2 KV heads, q/k/v biases and a tied head.
+
+        Args:
+            family: ``gpt2``, ``gpt_neox``, ``llama`` or ``qwen2``.
+            **overrides: any `ModelConfig` field.
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: unknown family or an inconsistent override.
+        """
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; supported: {', '.join(FAMILIES)}")
+        base: dict[str, Any] = dict(
+            family=family,
+            vocab_size=100,
+            hidden_size=64,
+            n_layers=2,
+            n_heads=4,
+            intermediate_size=128,
+            max_positions=64,
+        )
+        if family == "gpt2":
+            base |= dict(norm="layernorm", positions="learned", activation="gelu_new")
+            base |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True)
+            base |= dict(tie_word_embeddings=True, fused_qkv=True)
+        elif family == "gpt_neox":
+            base |= dict(norm="layernorm", positions="rotary", rotary_pct=0.25)
+            base |= dict(parallel_residual=True, activation="gelu", fused_qkv=True)
+            base |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True)
+        elif family == "llama":
+            base |= dict(norm="rmsnorm", norm_eps=1e-6, n_kv_heads=2, gated_mlp=True)
+        else:
+            base |= dict(norm="rmsnorm", norm_eps=1e-6, n_kv_heads=2, gated_mlp=True)
+            base |= dict(qkv_bias=True, tie_word_embeddings=True, rope_theta=1e6)
+        return cls(**(base | overrides))
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _activation(name: str) -> str:
+    if name not in _HF_ACTIVATIONS:
+        raise ValueError(
+            f"unsupported activation {name!r}; supported: {', '.join(_HF_ACTIVATIONS)}"
+        )
+    return _HF_ACTIVATIONS[name]
+
+
+def _reject(config: dict[str, Any], model_type: str, **unsupported: Any):
+    """Raise when ``config`` sets a key to a value the `Decoder` does not implement."""
+    for key, value in unsupported.items():
+        if config.get(key) == value:
+            raise ValueError(f"{model_type} with {key}={value!r} is not supported by jaxlaw")
+
+
+def _rope(config: dict[str, Any], model_type: str) -> dict[str, Any]:
+    """The rope parameters in either transformers spelling; only unscaled RoPE is supported."""
+    rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    if "rope_theta" not in rope and "rope_theta" in config:
+        rope["rope_theta"] = config["rope_theta"]
+    if "partial_rotary_factor" not in rope and "partial_rotary_factor" in config:
+        rope["partial_rotary_factor"] = config["partial_rotary_factor"]
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind != "default":
+        raise ValueError(f"{model_type} with rope_type={kind!r} is not supported by jaxlaw")
+    return rope

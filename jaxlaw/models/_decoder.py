@@ -1,0 +1,228 @@
+"""`Decoder`: the decoder-only transformer behind every supported family, as a Flax NNX module.
+
+One module tree for GPT-2, GPT-NeoX/Pythia, Llama and Qwen2, switched by `ModelConfig`::
+
+    Decoder
+      embed            nnx.Embed [vocab, hidden]
+      pos_embed        nnx.Embed [max_positions, hidden]   (learned positions only)
+      blocks[i]        nnx.List of Block
+        attn_norm      Norm
+        attn           Attention: qkv | q_proj, k_proj, v_proj; o_proj
+        mlp_norm       Norm
+        mlp            MLP: up_proj, gate_proj (gated only), down_proj
+      final_norm       Norm
+      lm_head          Linear [hidden, vocab]              (untied only)
+
+Every projection is a `Linear`, so `jaxlaw.lora` can target them by path (``attn\\.qkv``,
+``mlp\\.down_proj``, ...). There is no dropout anywhere. The entry points are `Decoder` and
+`init_model`.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .._types import Array, Bool, Float, Int, Key
+from ._attention import Attention
+from ._config import ModelConfig
+from ._linear import Linear
+
+
+def _last_axis(v: Array, like: Array) -> Array:
+    """``v`` of shape [d] reshaped to broadcast over ``like``'s leading axes explicitly."""
+    return jnp.expand_dims(v, tuple(range(like.ndim - 1)))
+
+
+class Norm(nnx.Module):
+    """LayerNorm (``scale``, ``bias``) or RMSNorm (``scale`` only), computed in float32.
+
+    Args:
+        size: normalised width.
+        config: supplies ``norm``, ``norm_eps`` and the dtypes.
+    """
+
+    def __init__(self, size: int, config: ModelConfig):
+        self.kind = config.norm
+        self.eps = config.norm_eps
+        self.dtype = config.compute_dtype
+        self.scale = nnx.Param(jnp.ones((size,), config.storage_dtype))
+        layernorm = config.norm == "layernorm"
+        self.bias = nnx.Param(jnp.zeros((size,), config.storage_dtype)) if layernorm else None
+
+    def __call__(self, x: Float[Array, "*batch embed"]) -> Float[Array, "*batch embed"]:
+        x = x.astype(jnp.float32)
+        if self.kind == "layernorm":
+            x = x - x.mean(axis=-1, keepdims=True)
+        y = x * jax.lax.rsqrt(jnp.square(x).mean(axis=-1, keepdims=True) + self.eps)
+        y = y * _last_axis(self.scale[...].astype(jnp.float32), y)
+        if self.bias is not None:
+            y = y + _last_axis(self.bias[...].astype(jnp.float32), y)
+        return y.astype(self.dtype)
+
+
+class MLP(nnx.Module):
+    """``down_proj(act(up_proj(x)))``, or ``down_proj(act(gate_proj(x)) * up_proj(x))`` when gated.
+
+    Args:
+        config: the architecture.
+        rngs: random streams for the kernels.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.activation = c.activation
+        kw = dict(use_bias=c.mlp_bias, dtype=c.compute_dtype, param_dtype=c.storage_dtype)
+        self.up_proj = Linear(c.hidden_size, c.intermediate_size, **kw, rngs=rngs)
+        self.gate_proj = (
+            Linear(c.hidden_size, c.intermediate_size, **kw, rngs=rngs) if c.gated_mlp else None
+        )
+        self.down_proj = Linear(c.intermediate_size, c.hidden_size, **kw, rngs=rngs)
+
+    def __call__(self, x: Float[Array, "*batch embed"]) -> Float[Array, "*batch embed"]:
+        if self.activation == "silu":
+            act = jax.nn.silu
+        else:  # "gelu_new" is the tanh approximation, "gelu" the exact erf form.
+            act = lambda h: jax.nn.gelu(h, approximate=self.activation == "gelu_new")  # noqa: E731
+        if self.gate_proj is None:
+            return self.down_proj(act(self.up_proj(x)))
+        return self.down_proj(act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+    """Pre-norm transformer block; sequential or parallel (GPT-NeoX) residual.
+
+    Args:
+        config: the architecture.
+        rngs: random streams for the kernels.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.parallel_residual = config.parallel_residual
+        self.attn_norm = Norm(config.hidden_size, config)
+        self.attn = Attention(config, rngs=rngs)
+        self.mlp_norm = Norm(config.hidden_size, config)
+        self.mlp = MLP(config, rngs=rngs)
+
+    def __call__(
+        self, x: Float[Array, "examples seq embed"], mask: Bool[Array, "examples seq seq"]
+    ) -> Float[Array, "examples seq embed"]:
+        attn = self.attn(self.attn_norm(x), mask)
+        if self.parallel_residual:
+            return x + attn + self.mlp(self.mlp_norm(x))
+        x = x + attn
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Decoder(nnx.Module):
+    """Decoder-only transformer language model (GPT-2, GPT-NeoX, Llama, Qwen2 by config).
+
+    Initialisation follows transformers: normal(0.02) kernels and embeddings, zero biases,
+    unit norm scales. Load real weights with `jaxlaw.models.load_pretrained`.
+
+    Example:
+        >>> model = Decoder(ModelConfig.tiny("llama"), rngs=nnx.Rngs(0))
+        >>> logits = model(tokens, attention_mask)  # float32 [examples, seq, vocab]
+
+    Args:
+        config: the architecture.
+        rngs: random streams; ``rngs.params`` draws every weight.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        c = config
+        emb = dict(
+            dtype=c.compute_dtype,
+            param_dtype=c.storage_dtype,
+            embedding_init=nnx.initializers.normal(0.02),
+            rngs=rngs,
+        )
+        self.embed = nnx.Embed(c.vocab_size, c.hidden_size, **emb)
+        self.pos_embed = (
+            nnx.Embed(c.max_positions, c.hidden_size, **emb) if c.positions == "learned" else None
+        )
+        self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
+        self.final_norm = Norm(c.hidden_size, c)
+        self.lm_head = (
+            None
+            if c.tie_word_embeddings
+            else Linear(
+                c.hidden_size,
+                c.vocab_size,
+                use_bias=False,
+                dtype=c.compute_dtype,
+                param_dtype=c.storage_dtype,
+                rngs=rngs,
+            )
+        )
+
+    def hidden_states(
+        self,
+        tokens: Int[Array, "examples seq"],
+        attention_mask: Bool[Array, "examples seq"] | None = None,
+    ) -> Float[Array, "examples seq embed"]:
+        """The final-norm hidden states (the LM head's input), in the compute dtype.
+
+        Args:
+            tokens: token ids, right-padded; positions are ``arange(seq)``.
+            attention_mask: True at real tokens, False at padding; ``None`` means all real.
+                Padding keys are hidden from every query, combined with the causal mask.
+
+        Returns:
+            Hidden states after ``final_norm``.
+
+        Raises:
+            ValueError: ``seq`` exceeds ``max_positions`` with learned positions.
+        """
+        c = self.config
+        seq = tokens.shape[1]
+        x = self.embed(tokens).astype(c.compute_dtype)
+        if self.pos_embed is not None:
+            if seq > c.max_positions:
+                raise ValueError(f"sequence length {seq} > max_positions {c.max_positions}")
+            x = x + self.pos_embed(jnp.arange(seq))[None].astype(c.compute_dtype)
+        valid = jnp.ones(tokens.shape, bool) if attention_mask is None else attention_mask
+        causal = jnp.tril(jnp.ones((seq, seq), bool))
+        mask = causal[None, :, :] & valid[:, None, :]  # (examples, query, key)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def unembed(
+        self, hidden: Float[Array, "examples seq embed"]
+    ) -> Float[Array, "examples seq vocab"]:
+        """Apply the LM head (``lm_head``, or the transposed embedding when tied); float32 out."""
+        if self.lm_head is None:
+            return self.embed.attend(hidden).astype(jnp.float32)
+        return self.lm_head(hidden).astype(jnp.float32)
+
+    def __call__(
+        self,
+        tokens: Int[Array, "examples seq"],
+        attention_mask: Bool[Array, "examples seq"] | None = None,
+    ) -> Float[Array, "examples seq vocab"]:
+        """Next-token logits at every position.
+
+        Args:
+            tokens: token ids, right-padded; positions are ``arange(seq)``.
+            attention_mask: True at real tokens, False at padding; ``None`` means all real.
+                A row with no real token gives finite (meaningless) logits.
+
+        Returns:
+            Float32 logits, whatever the compute dtype. Logits at padded positions are
+            computed but meaningless; mask them in the loss.
+        """
+        return self.unembed(self.hidden_states(tokens, attention_mask))
+
+
+def init_model(config: ModelConfig, *, key: Key) -> Decoder:
+    """A randomly initialised `Decoder`; same key, same weights, bit for bit.
+
+    Args:
+        config: the architecture.
+        key: PRNG key for the parameters.
+
+    Returns:
+        The model.
+    """
+    return Decoder(config, rngs=nnx.Rngs(params=key))
