@@ -1,8 +1,11 @@
 """jaxlaw: scaling laws for fine-tuning in JAX.
 
 Which pretrained model to fine-tune (Rectified Scaling Law, AtS), fitted as batched
-multi-start least squares. Subpackages: `jaxlaw.laws`, `jaxlaw.fitting`, `jaxlaw.selection`,
-`jaxlaw.data`; the command line is `jaxlaw.cli`. Enable ``jax_enable_x64`` for fits.
+multi-start least squares, and how capabilities scale (observational scaling laws). Fitting
+half: `jaxlaw.laws`, `jaxlaw.fitting`, `jaxlaw.selection`, `jaxlaw.observational`; model half:
+`jaxlaw.models`, `jaxlaw.lora`, `jaxlaw.training`, `jaxlaw.sweep`; host I/O: `jaxlaw.data`,
+`jaxlaw.checkpoint`. The command line is `jaxlaw.cli`. Enable ``jax_enable_x64`` for fits; models
+stay float32/bfloat16.
 """
 
 from .data import LossTable as LossTable

@@ -1,7 +1,9 @@
-"""Command line: ``jaxlaw fit | select | observe | reproduce``.
+"""Command line: ``jaxlaw fit | select | sweep | observe | reproduce``.
 
     jaxlaw fit flan --law rectified --plot fits.png          # a dataset name or a CSV path
     jaxlaw select flan --budget 204800 --method ats
+    jaxlaw sweep --models ckpt/a ckpt/b --train train.jsonl --eval test.jsonl \
+        --sizes 200,400,800,1600 --out sweep.csv             # then: jaxlaw select sweep.csv
     jaxlaw observe fit --preset lbv2_math --targets leaderboard_v2 --target leaderboard_math_hard
     jaxlaw reproduce rectified --data ../shared/data --out results/rectified
 
@@ -37,6 +39,14 @@ def _table(arg: str, data: str | None) -> LossTable:
             raise TableError(f"{arg}: no such file, and not one of {', '.join(DATASETS)}")
         return load_table(arg)
     return load_dataset(arg.lower(), root=data)
+
+
+def _params(n: float) -> str:
+    """A parameter count for people: 1.6B, 124M, 23K."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f"{n / scale:,.1f}{unit}" if unit == "B" else f"{n / scale:,.0f}{unit}"
+    return f"{n:.0f}"
 
 
 def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -155,7 +165,7 @@ def cmd_select(a: argparse.Namespace) -> None:
     for i in order:
         r = [f"{sel.rank[i]:g}", table.models[i]]
         if table.n_params is not None:
-            r.append(f"{table.n_params[i] / 1e6:,.0f}M")
+            r.append(_params(table.n_params[i]))
         r.append(f"{sel.feature[i]:.4f}")
         if truth is not None:
             r += [f"{truth[i]:.4f}", str(true_rank[i])]
@@ -342,6 +352,53 @@ def _experiment(name: str) -> Path:
     return script
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not sizes:
+        raise argparse.ArgumentTypeError("no sizes given")
+    return sizes
+
+
+def cmd_sweep(a: argparse.Namespace) -> None:
+    from .data import load_task
+    from .lora import DEFAULT_TARGETS, LoraConfig
+    from .sweep import SweepConfig, run_sweep
+    from .training import TrainConfig
+
+    fields = dict(prompt_field=a.prompt_field, response_field=a.response_field)
+    train_task, eval_task = load_task(a.train, **fields), load_task(a.eval, **fields)
+    config = SweepConfig(
+        sizes=a.sizes,
+        lora=LoraConfig(
+            targets=a.targets or DEFAULT_TARGETS, rank=a.rank, alpha=a.alpha, dropout=a.lora_dropout
+        ),
+        train=TrainConfig(
+            batch_size=a.batch_size,
+            accum_steps=a.accum_steps,
+            lr=a.lr,
+            warmup_steps=a.warmup,
+            weight_decay=a.weight_decay,
+        ),
+        epochs=a.epochs,
+        min_steps=a.min_steps,
+        max_steps=a.max_steps,
+        seq_len=a.seq_len,
+        seed=a.seed,
+    )
+    table = run_sweep(a.models, train_task, eval_task, config, out=a.out, progress=not a.quiet)
+    header = ["model", "params", *[str(s) for s in table.sizes]]
+    rows = [
+        [m, _params(n), *[f"{v:.4f}" for v in row]]
+        for m, n, row in zip(table.models, table.n_params, table.loss)
+    ]
+    _print_table(f"{a.out}: test loss (nats/token) by fine-tuning subset size", header, rows)
+    budget = table.sizes[table.sizes > 0][len(table.sizes[table.sizes > 0]) // 2]
+    print(f"wrote {a.out}; rank the models with: jaxlaw select {a.out} --budget {budget}")
+
+
 def cmd_reproduce(a: argparse.Namespace) -> None:
     args = ["--out", a.out]
     if a.data:
@@ -422,6 +479,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(run=cmd_select)
+
+    w = sub.add_parser(
+        "sweep",
+        help="LoRA-fine-tune candidate models on nested subsets; write a loss table",
+        description="For every model directory (config.json + *.safetensors + tokenizer.json): "
+        "the zero-shot test loss and the test loss after LoRA fine-tuning on nested random "
+        "subsets of each size, written as a loss table (column 0 = zero-shot) that "
+        "`jaxlaw select` reads. Cells already in --out are kept, so a stopped sweep resumes.",
+    )
+    w.add_argument("--models", nargs="+", required=True, metavar="DIR", help="model directories")
+    w.add_argument("--train", required=True, help="fine-tuning pool (.jsonl/.json/.csv)")
+    w.add_argument("--eval", required=True, help="test set every cell is scored on")
+    w.add_argument("--sizes", type=_sizes, required=True, help="subset sizes, e.g. 200,400,800")
+    w.add_argument("--out", required=True, help="loss-table CSV to write (and resume from)")
+    w.add_argument("--prompt-field", default="prompt")
+    w.add_argument("--response-field", default="response")
+    w.add_argument(
+        "--targets",
+        default=None,
+        help="regex over module paths (blocks.N.attn.qkv ...) choosing the LoRA projections "
+        "(default: query and value, or the fused qkv)",
+    )
+    w.add_argument("--rank", type=int, default=8)
+    w.add_argument("--alpha", type=float, default=16.0)
+    w.add_argument("--lora-dropout", type=float, default=0.0)
+    w.add_argument("--lr", type=float, default=1e-3)
+    w.add_argument("--batch-size", type=int, default=16)
+    w.add_argument("--accum-steps", type=int, default=1)
+    w.add_argument("--warmup", type=int, default=10, help="warmup steps")
+    w.add_argument("--weight-decay", type=float, default=0.0)
+    w.add_argument("--epochs", type=float, default=3.0, help="passes over each subset")
+    w.add_argument("--min-steps", type=int, default=20)
+    w.add_argument("--max-steps", type=int, default=1000)
+    w.add_argument("--seq-len", type=int, default=None, help="default: smallest bucket that fits")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--quiet", action="store_true", help="no progress bars")
+    w.set_defaults(run=cmd_sweep)
 
     o = sub.add_parser("observe", help="observational scaling laws (Ruan et al. 2024)")
     osub = o.add_subparsers(dest="observe_command", required=True)

@@ -85,7 +85,7 @@ def plot_fits(
         ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
         ax.set_title(models[i], fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6, loc="upper right")
+        ax.legend(fontsize=6, loc="best")
         if i % cols == 0:
             ax.set_ylabel("test loss", fontsize=8)
         if i >= n - cols:
