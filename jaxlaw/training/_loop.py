@@ -11,6 +11,7 @@ import jax.random as jr
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..checkpoint import TrainCheckpointer
@@ -92,6 +93,7 @@ def _progress(enabled: bool) -> Progress:
         TextColumn("{task.fields[tps]} tok/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),  # stdout stays clean for results
         disable=not enabled,
         transient=True,
     )
