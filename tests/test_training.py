@@ -270,3 +270,22 @@ def test_sharded_step_matches_single_device(tmp_path):
     np.testing.assert_allclose(out["mesh"]["eval"], out["single"]["eval"], rtol=1e-5)
     for a, b in zip(out["mesh"]["lora"], out["single"]["lora"]):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_lora_fine_tune_lowers_held_out_loss_on_a_local_task():
+    """Acceptance: a 2-layer model, LoRA on every projection, trained on 256 generated REPL
+    examples, scored on 64 others. Measured: 5.73 -> 3.16 nats/token; the bar is a 1.5 drop."""
+    from jaxlaw.data import doctest_task, take, tokenize_examples, train_tokenizer
+
+    task = doctest_task(320, key=jax.random.key(0))
+    tok = train_tokenizer(task.prompts + task.responses, vocab_size=300)
+    ds = tokenize_examples(tok, task.prompts, task.responses, seq_len=48)
+    train_set, test_set = take(ds, np.arange(256)), take(ds, np.arange(256, 320))
+    model = init_model(ModelConfig.tiny("llama", vocab_size=tok.vocab_size), key=jax.random.key(0))
+    assert model.config.n_layers == 2
+    apply_lora(model, LoraConfig(targets=r".*", rank=8), rngs=nnx.Rngs(0))
+    before = mean_loss(evaluate(model, test_set))
+    config = TrainConfig(steps=150, batch_size=16, lr=1e-2, warmup_steps=10)
+    train(model, train_set, config, progress=False)
+    after = mean_loss(evaluate(model, test_set))
+    assert after < before - 1.5, (before, after)
