@@ -366,8 +366,9 @@ def cmd_sweep(a: argparse.Namespace) -> None:
     from .data import load_task
     from .lora import DEFAULT_TARGETS, LoraConfig
     from .sweep import SweepConfig, run_sweep
-    from .training import TrainConfig
+    from .training import TrainConfig, data_mesh, maybe_initialize_distributed
 
+    maybe_initialize_distributed()  # a no-op unless launched as one process of a multi-host job
     fields = dict(prompt_field=a.prompt_field, response_field=a.response_field)
     train_task, eval_task = load_task(a.train, **fields), load_task(a.eval, **fields)
     config = SweepConfig(
@@ -388,7 +389,10 @@ def cmd_sweep(a: argparse.Namespace) -> None:
         seq_len=a.seq_len,
         seed=a.seed,
     )
-    table = run_sweep(a.models, train_task, eval_task, config, out=a.out, progress=not a.quiet)
+    mesh = data_mesh() if a.data_parallel else None
+    table = run_sweep(
+        a.models, train_task, eval_task, config, out=a.out, progress=not a.quiet, mesh=mesh
+    )
     header = ["model", "params", *[str(s) for s in table.sizes]]
     rows = [
         [m, _params(n), *[f"{v:.4f}" for v in row]]
@@ -515,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seq-len", type=int, default=None, help="default: smallest bucket that fits")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--quiet", action="store_true", help="no progress bars")
+    w.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="split every batch over all devices (a 'data' mesh axis; multi-host launches too)",
+    )
     w.set_defaults(run=cmd_sweep)
 
     o = sub.add_parser("observe", help="observational scaling laws (Ruan et al. 2024)")

@@ -12,6 +12,7 @@ import jax.random as jr
 import numpy as np
 import pandas as pd
 from flax import nnx
+from jax.sharding import Mesh
 
 from ..data import Examples, LossTable, Task, load_table, load_tokenizer, take, tokenize_examples
 from ..lora import LoraConfig, apply_lora
@@ -96,6 +97,7 @@ def run_sweep(
     out: str | Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    mesh: Mesh | None = None,
 ) -> LossTable:
     """Fine-tune every model on every subset size and write the loss table ``out``.
 
@@ -115,6 +117,8 @@ def run_sweep(
         out: the CSV to write (and resume from).
         progress: progress bars for the fine-tunes.
         log: where one line per finished cell goes.
+        mesh: a `jaxlaw.training.data_mesh` to run every fine-tune and evaluation
+            data-parallel (batch sizes must divide over its devices).
 
     Returns:
         The table as written, as a `jaxlaw.data.LossTable`.
@@ -144,7 +148,9 @@ def run_sweep(
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
         df.loc[name, "size"], df.loc[name, "family"] = n_params, mconfig.family
         if np.isnan(df.loc[name, "0"]):
-            df.loc[name, "0"] = mean_loss(evaluate(model, test, batch_size=config.eval_batch))
+            df.loc[name, "0"] = mean_loss(
+                evaluate(model, test, batch_size=config.eval_batch, mesh=mesh)
+            )
             df.to_csv(out)
         log(f"{name}: {n_params:,} params, zero-shot loss {df.loc[name, '0']:.4f}")
         for size, idx in zip(config.sizes, subsets):
@@ -155,8 +161,15 @@ def run_sweep(
             apply_lora(tuned, config.lora, rngs=nnx.Rngs(params=config.seed, dropout=config.seed))
             steps = cell_steps(size, config)
             tconf = replace(config.train, steps=steps, seed=config.seed)
-            train(tuned, take(pool, idx), tconf, progress=progress, description=f"{name} D={size}")
-            loss = mean_loss(evaluate(tuned, test, batch_size=config.eval_batch))
+            train(
+                tuned,
+                take(pool, idx),
+                tconf,
+                mesh=mesh,
+                progress=progress,
+                description=f"{name} D={size}",
+            )
+            loss = mean_loss(evaluate(tuned, test, batch_size=config.eval_batch, mesh=mesh))
             df.loc[name, str(size)] = loss
             df.to_csv(out)
             log(
