@@ -194,6 +194,22 @@ def test_resume_rejects_another_setup(tmp_path):
     data = toy_task()
     config = TrainConfig(steps=2, batch_size=8)
     train(lora_model(rank=4), data, config, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="data order would differ"):
+        train(
+            lora_model(rank=4),
+            data,
+            TrainConfig(steps=4, batch_size=8, seed=1),
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="data order would differ"):
+        train(
+            lora_model(rank=4),
+            data,
+            TrainConfig(steps=4, batch_size=4),
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="does not fit this run|another model"):
         train(
             lora_model(rank=2),

@@ -1,5 +1,6 @@
 """The Python driver around the pure steps: data order, progress, logs, checkpoints, resume."""
 
+import dataclasses
 import functools
 import json
 import time
@@ -163,6 +164,7 @@ def train(
         if restored is not None:
             params, opt_state = restored.state
             start = int(restored.meta["step"])
+            _check_resume(restored.meta, config, jax.device_get(jr.key_data(key)).tolist())
     resumed_from = start if start else None
     params, opt_state, frozen = replicate((params, opt_state, frozen), mesh)
     end = config.steps if stop_at_step is None else min(stop_at_step, config.steps)
@@ -212,7 +214,7 @@ def train(
                     meta = {
                         "samples_seen": done * config.batch_size,
                         "key": jax.device_get(jr.key_data(key)).tolist(),
-                        "config": {k: v for k, v in vars(config).items()},
+                        "config": dataclasses.asdict(config),
                     }
                     ckpt.save(done, (params, opt_state), meta)
     finally:
@@ -222,6 +224,17 @@ def train(
             ckpt.close()
     nnx.update(model, params)
     return TrainResult(end, resumed_from, history, time.perf_counter() - t0)
+
+
+def _check_resume(meta: dict, config: TrainConfig, key: list) -> None:
+    """A checkpoint only resumes exactly with the data order it was written with."""
+    if meta["key"] != key or meta["samples_seen"] != meta["step"] * config.batch_size:
+        saved = meta.get("config", {})
+        raise ValueError(
+            f"checkpoint at step {meta['step']} was written with seed {saved.get('seed')} and "
+            f"batch_size {saved.get('batch_size')}; this run has seed {config.seed} and "
+            f"batch_size {config.batch_size}, so its data order would differ"
+        )
 
 
 def evaluate(
