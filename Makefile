@@ -23,6 +23,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	bash benchmark/run_all.sh
 
 clean:
