@@ -142,6 +142,19 @@ def test_train_step_traces_once_across_runs(monkeypatch):
     assert len(traces) == 1
 
 
+def test_training_a_clone_leaves_the_original_intact():
+    # train() donates its state to the step; a clone shares the original's arrays, which must
+    # survive (GradEx fine-tunes clones of one meta-trained model).
+    data = toy_task()
+    model = lora_model()
+    # Snapshot through a device copy: np.asarray(x) caches x's host value, which would hide a
+    # deleted buffer.
+    lora_before = jax.tree.map(lambda x: np.asarray(jnp.copy(x)), split_lora(model)[1])
+    train(nnx.clone(model), data, TrainConfig(steps=2, batch_size=8), progress=False)
+    for a, b in zip(jax.tree.leaves(lora_before), jax.tree.leaves(split_lora(model)[1])):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
 def test_schedule_is_warmup_then_cosine():
     c = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, end_lr_ratio=0.1)
     assert learning_rate(c, 0) == 0

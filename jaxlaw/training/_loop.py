@@ -4,10 +4,12 @@ import dataclasses
 import functools
 import json
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from flax import nnx
@@ -112,6 +114,8 @@ def train(
     stop_at_step: int | None = None,
     progress: bool = True,
     description: str = "train",
+    on_step: Callable[[int, nnx.Module], None] | None = None,
+    on_step_at: Collection[int] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` for ``config.steps`` optimizer steps.
 
@@ -134,6 +138,14 @@ def train(
             of preemption); the next call with the same checkpoint_dir goes on.
         progress: show a progress bar with loss and tokens/s.
         description: label of the progress bar.
+        on_step: called as ``on_step(step, model)`` after optimizer step ``step`` (1-based: the
+            number of updates done), with ``model`` holding the trainable state of that moment
+            (e.g. to evaluate the pool there, as S2L's inline trajectory recording does). The
+            model's arrays are those the next step consumes (donates): read them inside the
+            call, and copy whatever must outlive it. The call's time counts in the run's
+            wall time but not in the tokens/s figure.
+        on_step_at: the steps at which ``on_step`` is called (None: after every step). Steps
+            outside ``(resume step, end]`` are never reached.
 
     Returns:
         `TrainResult`.
@@ -150,6 +162,10 @@ def train(
             "nothing to train: the model has no variables matching the trainable filter "
             "(apply_lora first, or pass trainable=nnx.Param)"
         )
+    # The step donates its inputs. `nnx.clone` and `split_lora` share (immutable) arrays between
+    # models, so donating the model's own buffers would delete them in every clone (e.g. the
+    # meta-trained LoRA that GradEx fine-tunes copies of): train on private copies instead.
+    params = jax.tree.map(jnp.copy, params)
     tx = make_optimizer(config)
     step_fn = _train_step(graphdef, config)
     # Built inside jit so that no Python scalar crosses to the device implicitly (the training
@@ -208,6 +224,11 @@ def train(
                     )
                 else:
                     bar.update(task, completed=done)
+                if on_step is not None and (on_step_at is None or done in on_step_at):
+                    t_cb = time.perf_counter()
+                    nnx.update(model, params)
+                    on_step(done, model)
+                    t_since += time.perf_counter() - t_cb  # keep tokens/s a training figure
                 if ckpt is not None and (
                     done == end or (config.checkpoint_every and done % config.checkpoint_every == 0)
                 ):
