@@ -4,5 +4,51 @@ Spec: ``shared/specs/s2l.md`` (Yang, Mishra, Chiang, Mirzasoleiman, NeurIPS 2024
 """
 
 # -- k-means, balanced selection, baselines (_kmeans.py, _select.py, _baselines.py)
+from ._baselines import select_by_score as select_by_score
+from ._baselines import select_embedding_kmeans as select_embedding_kmeans
+from ._baselines import select_final_loss_clusters as select_final_loss_clusters
+from ._baselines import select_random as select_random
+from ._baselines import select_stratified as select_stratified
+from ._kmeans import KMeansResult as KMeansResult
+from ._kmeans import assign as assign
+from ._kmeans import kmeans as kmeans
+from ._kmeans import kmeans_init as kmeans_init
+from ._kmeans import lloyd as lloyd
+from ._select import Plan as Plan
+from ._select import S2LSelection as S2LSelection
+from ._select import balanced_select as balanced_select
+from ._select import s2l_select as s2l_select
+from ._select import water_fill as water_fill
 
 # -- trajectories, toy tasks (_trajectories.py, _toy.py)
+from ._toy import ARMS as ARMS
+from ._toy import MIXTURE_SOURCES as MIXTURE_SOURCES
+from ._toy import ArmSelection as ArmSelection
+from ._toy import ArmsRun as ArmsRun
+from ._toy import PairedDiff as PairedDiff
+from ._toy import SkillMLP as SkillMLP
+from ._toy import SkillToy as SkillToy
+from ._toy import SkillToyConfig as SkillToyConfig
+from ._toy import TextMixConfig as TextMixConfig
+from ._toy import TextMixture as TextMixture
+from ._toy import arm_model as arm_model
+from ._toy import cluster_purity as cluster_purity
+from ._toy import example_accuracy as example_accuracy
+from ._toy import make_skill_toy as make_skill_toy
+from ._toy import make_text_mixture as make_text_mixture
+from ._toy import paired_interval as paired_interval
+from ._toy import prompt_embeddings as prompt_embeddings
+from ._toy import score_arms as score_arms
+from ._toy import select_arms as select_arms
+from ._toy import skill_tokens as skill_tokens
+from ._toy import source_means as source_means
+from ._toy import summarize_arms as summarize_arms
+from ._toy import train_arms as train_arms
+from ._trajectories import Recording as Recording
+from ._trajectories import Trajectories as Trajectories
+from ._trajectories import checkpoint_steps as checkpoint_steps
+from ._trajectories import load_trajectories as load_trajectories
+from ._trajectories import record_trajectories as record_trajectories
+from ._trajectories import save_trajectories as save_trajectories
+from ._trajectories import stacked_losses as stacked_losses
+from ._trajectories import trajectories_from_checkpoints as trajectories_from_checkpoints
