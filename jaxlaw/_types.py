@@ -11,7 +11,8 @@ Dimension names used in jaxtyping annotations:
 - ``examples``: examples of a tokenised set or batch; ``seq``: token positions (padded);
   ``vocab``: vocabulary entries; ``embed``: model width; ``proj``: random-projection width.
 - ``sources``: data sources (tasks, skills, clusters used as selection units); ``subsets``:
-  subsets of sources evaluated at once (rows of a bool ``[subsets, sources]`` matrix).
+  subsets of sources evaluated at once (rows of a bool ``[subsets, sources]`` matrix);
+  ``projs``: random projections (seeds) applied to the same gradients.
 - ``rows``: rows of a feature matrix being clustered; ``feats``: its columns; ``clusters``:
   k-means centroids; ``restarts``: k-means restarts run at once; ``ckpts``: checkpoints of a
   loss trajectory.

@@ -1,4 +1,4 @@
-"""Command line: ``jaxlaw fit | select | sweep | observe | reproduce``.
+"""Command line: ``jaxlaw fit | select | sweep | observe | reproduce | gradex | s2l``.
 
     jaxlaw fit flan --law rectified --plot fits.png          # a dataset name or a CSV path
     jaxlaw select flan --budget 204800 --method ats
@@ -615,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="skip the slow reference-procedure VanillaFit seeds"
     )
     r.set_defaults(run=cmd_reproduce)
+
+    from .data_selection.gradex._cli import add_parser as add_gradex
+    from .data_selection.s2l._cli import add_parser as add_s2l
+
+    add_gradex(sub)
+    add_s2l(sub)
     return p
 
 

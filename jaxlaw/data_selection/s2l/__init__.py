@@ -3,7 +3,6 @@
 Spec: ``shared/specs/s2l.md`` (Yang, Mishra, Chiang, Mirzasoleiman, NeurIPS 2024).
 """
 
-# -- k-means, balanced selection, baselines (_kmeans.py, _select.py, _baselines.py)
 from ._baselines import select_by_score as select_by_score
 from ._baselines import select_embedding_kmeans as select_embedding_kmeans
 from ._baselines import select_final_loss_clusters as select_final_loss_clusters
@@ -19,8 +18,6 @@ from ._select import S2LSelection as S2LSelection
 from ._select import balanced_select as balanced_select
 from ._select import s2l_select as s2l_select
 from ._select import water_fill as water_fill
-
-# -- trajectories, toy tasks (_trajectories.py, _toy.py)
 from ._toy import ARMS as ARMS
 from ._toy import MIXTURE_SOURCES as MIXTURE_SOURCES
 from ._toy import ArmSelection as ArmSelection
