@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...cli import _print_table
+
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter.json"
 RUN_FILE = "gradex_run.json"  # written by `grads` beside the gradient store
@@ -322,18 +324,6 @@ class _Run:
             self.model, pool, mask, cfg, key=jr.key(seed), progress=not self.quiet
         )
         return subset_losses(self.model, ft.lora, self.target, batch_size=a.batch_size)
-
-
-def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left")
-    for i, h in enumerate(header):
-        t.add_column(h, justify="left" if i < 2 else "right")
-    for r in rows:
-        t.add_row(*r)
-    Console(width=max(100, 14 * len(header))).print(t)
 
 
 # ------------------------------------------------------------------------------ commands
