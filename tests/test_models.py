@@ -354,3 +354,25 @@ def test_config_json_is_hf_shaped(tmp_path):
     written = json.loads((tmp_path / "config.json").read_text())
     assert written["architectures"] == ["Qwen2ForCausalLM"]
     assert written["num_key_value_heads"] == 2 and written["tie_word_embeddings"]
+
+
+def test_softmax_matches_jax_nn_with_its_closed_form_derivative():
+    """Values, first and second derivatives equal jax.nn.softmax's (which differentiates
+    through exp/sum); rows filled with finfo.min (fully masked) stay uniform and finite."""
+    from jaxlaw.models._attention import softmax
+
+    x = jr.normal(jr.key(3), (4, 7), jnp.float32) * 3.0
+    x = x.at[1, :3].set(jnp.finfo(jnp.float32).min).at[2].set(jnp.finfo(jnp.float32).min)
+    np.testing.assert_allclose(softmax(x), jax.nn.softmax(x, axis=-1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(softmax(x)[2], np.full(7, 1 / 7), rtol=1e-6)
+    w = jr.normal(jr.key(4), (4, 7))
+
+    def f(fn):
+        return lambda x: jnp.sum(w * fn(x) ** 2)
+
+    ref = jax.grad(f(lambda x: jax.nn.softmax(x, axis=-1)))
+    np.testing.assert_allclose(jax.grad(f(softmax))(x), ref(x), rtol=1e-5, atol=1e-7)
+    y = x[0]
+    hess = jax.hessian(lambda y: jnp.sum(w[0] * softmax(y) ** 2))(y)
+    ref_hess = jax.hessian(lambda y: jnp.sum(w[0] * jax.nn.softmax(y) ** 2))(y)
+    np.testing.assert_allclose(hess, ref_hess, rtol=1e-4, atol=1e-6)
