@@ -281,6 +281,22 @@ def test_projected_grads_equal_dense_projection(model, data, projs):
     assert res.sources == data.sources
 
 
+def test_cpu_compiler_options_are_used_and_fall_back_when_rejected(monkeypatch):
+    """The chunk step's XLA options (YNNPACK for dots only) are what this XLA accepts on CPU;
+    an option it rejects (a renamed flag in another jaxlib) means defaults, not a crash. The
+    numbers under the options are checked against unoptimised references by the tests above."""
+    fn = grads_module._compiler_options
+    assert fn() == (grads_module.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None)
+    bogus = {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH_FUSION_TYPE"}
+    monkeypatch.setattr(grads_module, "CPU_COMPILER_OPTIONS", bogus)
+    fn.cache_clear()
+    try:
+        assert fn() is None
+    finally:
+        monkeypatch.undo()
+        fn.cache_clear()
+
+
 def test_gram_and_the_expectations_of_pp_t_and_p_t_p():
     p, d = 24, 16
     tree = {"w": jnp.zeros((4, 6), jnp.float32)}

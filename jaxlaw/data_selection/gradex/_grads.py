@@ -36,14 +36,23 @@ from ._store import GradStore, grads_meta, load_grads, store_matches
 DEFAULT_BUDGET = 256 * 2**20  # bytes per device for one chunk's per-sample grads + activations
 MAX_CHUNK = 256  # examples per device and chunk
 # On CPU the step is bound by memory traffic: chunks whose widest activation (e.g. the MLP's
-# [chunk * seq, mlp] block) stays near the L2/L3 cache run ~1.5x faster per example than chunks
-# of 64+ (benchmark/bench_gradex.py measured 16 vs 64 on the spec's model).
-CPU_ACTIVATION_BYTES = 3 * 2**19
+# [chunk * seq, mlp] block) stays near the cache run ~1.5x faster per example than larger ones.
+# On the spec's model (seq 37, mlp 512; 2-core Zen 5, 2 MiB L2 per core) examples/s rose from
+# chunk 19 to 32-40 (+8%) and fell by a third at 48 and 64; this budget gives 32-34 there.
+CPU_ACTIVATION_BYTES = 5 * 2**19
 IN_FLIGHT = 3  # chunks dispatched ahead, so XLA can overlap them and the host work
 # A projection whose p x d matrix takes at most this many bytes has its blocks generated once per
 # call and passed to the chunk step (same numbers): regenerating them in every chunk costs ~10%
 # of a small model's step and most of its compile time. Larger ones are regenerated per chunk.
 P_CACHE_BYTES = 32 * 2**20
+# XLA:CPU (jaxlib 0.10) hands row reductions to YNNPACK by default; in the per-sample backward
+# pass those (LayerNorm's sum(x_hat * dy) over the hidden axis, [chunk, seq, hidden] -> [chunk,
+# seq]) ran ~30x slower than XLA's own loops and took ~15% of the chunk step. Keeping YNNPACK
+# for dots only made the step 1.10-1.15x faster (benchmark/bench_gradex.py, 2-core CPU). The
+# option is per compilation (jax.jit's compiler_options), so nothing else in the process changes.
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+}
 
 
 class ProjectedGrads(NamedTuple):
@@ -108,7 +117,19 @@ def _chunk_fn(graphdef, projections: tuple[Projection, ...], eps: float):
         )
         return projected, out, finite
 
-    return jax.jit(chunk)
+    return jax.jit(chunk, compiler_options=_compiler_options())
+
+
+@functools.cache
+def _compiler_options() -> dict | None:
+    """`CPU_COMPILER_OPTIONS` on the CPU backend if this XLA accepts them, else None."""
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS).lower(1.0).compile()
+    except Exception:  # an XLA that renamed the option: compile with its defaults
+        return None
+    return CPU_COMPILER_OPTIONS
 
 
 # Compiled once per layout/width/kind (the seed is traced); the blocks live for one call.
