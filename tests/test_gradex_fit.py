@@ -466,12 +466,48 @@ def test_estimate_lifted_matches_model_by_hand(tiny):
     # The model itself is untouched.
     assert float(lora_norm(model)) == norm0
     # One trace per chunk shape.
-    fn = _lifted_fn(split_lora(model)[0], proj)
+    fn = _lifted_fn(split_lora(model)[0], (proj,))
     n0 = fn._cache_size()
     estimate_lifted(
         model, proj, W + 1.0, target, scale=0.1, batch_size=4, subset_chunk=2, progress=False
     )
     assert fn._cache_size() == n0
+
+
+def test_estimate_lifted_averages_projection_seeds_in_parameter_space(tiny):
+    """Several projections: each lift P_k w_k normalised to 1, the average rescaled to
+    scale * ||theta*_LoRA||, one evaluation per subset; computed here leaf by leaf in numpy."""
+    model, proj = tiny
+    lora = split_lora(model)[1]
+    projs = [proj, Projection.for_tree(lora, dim=8, seed=7)]
+    target = _dataset()
+    W = np.random.default_rng(3).normal(size=(2, 3, 8))
+    scale = 0.2
+    est = estimate_lifted(
+        model, projs, W, target, scale=scale, batch_size=4, subset_chunk=2, progress=False
+    )
+    size = scale * float(lora_norm(model))
+
+    def norm(tree):
+        return np.sqrt(sum(np.sum(np.asarray(y, np.float64) ** 2) for y in jax.tree.leaves(tree)))
+
+    for j in range(W.shape[1]):
+        lifts = [p.lift(jnp.asarray(W[k, j], jnp.float32)) for k, p in enumerate(projs)]
+        units = [jax.tree.map(lambda x, n=norm(t): np.asarray(x) / n, t) for t in lifts]
+        mean = jax.tree.map(lambda a, b: (a + b) / 2, *units)
+        delta = jax.tree.map(lambda x, n=norm(mean): jnp.asarray(size * x / n), mean)
+        ref = mean_loss(evaluate(_add_by_hand(model, delta), target, batch_size=4))
+        np.testing.assert_allclose(est[j], ref, rtol=1e-5)
+    # One projection in a list is the single-projection estimate.
+    one = estimate_lifted(model, [proj], W[:1], target, scale=scale, progress=False)
+    single = estimate_lifted(model, proj, W[0], target, scale=scale, progress=False)
+    np.testing.assert_allclose(one, single, rtol=1e-6)
+    with pytest.raises(ValueError, match="W must be"):
+        estimate_lifted(model, projs, W[0], target, scale=scale, progress=False)
+    with pytest.raises(ValueError, match="one matrix per projection"):
+        estimate_lifted(model, projs, W, target, scale=scale, gram=[proj.gram()], progress=False)
+    with pytest.raises(ValueError, match="projections must be"):
+        estimate_lifted(model, [], W, target, scale=scale, progress=False)
 
 
 def test_fit_on_a_source_lowers_that_source_most(tiny):

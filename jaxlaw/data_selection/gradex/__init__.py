@@ -33,7 +33,6 @@ from ._pipeline import GradexConfig as GradexConfig
 from ._pipeline import GradexResult as GradexResult
 from ._pipeline import compare_estimates as compare_estimates
 from ._pipeline import finetune_subsets as finetune_subsets
-from ._pipeline import lifted_losses as lifted_losses
 from ._pipeline import meta_train as meta_train
 from ._pipeline import pretrain_base as pretrain_base
 from ._pipeline import run_gradex as run_gradex

@@ -256,10 +256,9 @@ class _Run:
         return np.asarray(subset_masks(jr.key(seed), k, n, size))
 
     def estimate(self, Z: np.ndarray, *, scale: float, target=None, mode=None) -> np.ndarray:
-        from ._estimate import estimate_linear, lora_norm
+        from ._estimate import estimate_lifted, estimate_linear, lora_norm
         from ._fit import fit_subsets, sample_mask
         from ._grads import projected_grads
-        from ._pipeline import lifted_losses
 
         target = self.target if target is None else target
         a = self.a
@@ -271,14 +270,14 @@ class _Run:
         theta_norm = float(lora_norm(self.model))
         grams = tuple(p.gram() for p in self.projections)
         if mode == "lifted":
-            return lifted_losses(
+            return estimate_lifted(
                 self.model,
                 self.projections,
                 Ws,
                 target,
                 scale=scale,
                 theta_norm=theta_norm,
-                grams=grams,
+                gram=grams,
                 batch_size=a.batch_size,
                 progress=not self.quiet,
             )

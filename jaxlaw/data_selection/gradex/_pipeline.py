@@ -2,9 +2,8 @@
 
 Entry points: `run_gradex` (the whole validation experiment from a `GradexConfig`),
 `finetune_subsets` (real LoRA fine-tunes of one model on many subsets at once, the ground
-truth), `subset_losses` (target loss of a stack of LoRA states) and `lifted_losses` (target
-loss at ``theta* + D_S`` with ``D_S`` averaged over several projections), plus
-`compare_estimates` (the agreement metrics of §4.5)::
+truth) and `subset_losses` (target loss of a stack of LoRA states), plus `compare_estimates`
+(the agreement metrics of §4.5)::
 
     result = run_gradex(GradexConfig.smoke())
     result.summary["pearson"], result.summary["auroc"]
@@ -20,7 +19,8 @@ The steps of `run_gradex`, each seeded from ``config.seed``:
    among ``n_candidates`` random subsets);
 6. ground truth: `finetune_subsets` from theta* on all of them (and, as the reference does,
    from the base with a fresh LoRA on the test subsets);
-7. GradEx estimates: logistic fits with offsets for every subset, lifted estimates on T;
+7. GradEx estimates: logistic fits with offsets for every subset, lifted estimates on T
+   (`estimate_lifted`, the projection seeds averaged in parameter space);
    ``lam`` and ``scale`` chosen by grid search on the calibration subsets against their real
    losses on V (never on T); linear-mode estimates beside them;
 8. checks: Taylor errors of the linearised log-odds, random ensemble over ``n_ensemble``
@@ -52,7 +52,13 @@ from ...models import ModelConfig, init_model
 from ...training import Batch, TrainConfig, evaluate, example_losses, make_optimizer, mean_loss
 from ...training import train as train_model
 from ._addition import SYMBOLS, AdditionTask, addition_task
-from ._estimate import calibrate_scale, estimate_linear, lora_norm, rescale, taylor_errors
+from ._estimate import (
+    calibrate_scale,
+    estimate_lifted,
+    estimate_linear,
+    lora_norm,
+    taylor_errors,
+)
 from ._fit import fit_subsets, sample_mask, subset_masks
 from ._grads import projected_grads
 from ._projection import Projection
@@ -448,99 +454,6 @@ def subset_losses(
     return np.concatenate(out).astype(np.float64) / count
 
 
-@functools.lru_cache(maxsize=16)
-def _lifted_fn(graphdef, projections: tuple[Projection, ...]):
-    def fn(V, lora, frozen, batches: Batch, size):
-        pure = nnx.to_pure_dict(lora)
-
-        def one(v):  # v: (projs, d), each row already scaled to a unit-norm lift
-            parts = [p.lift(v[k]) for k, p in enumerate(projections)]
-            u = jax.tree.map(lambda *x: sum(x) / len(x), *parts)
-            norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(u)))
-            coef = jnp.where(norm > 0, size / jnp.where(norm > 0, norm, 1.0), 0.0)
-            state = jax.tree.map(lambda x: x, lora)
-            nnx.replace_by_pure_dict(state, jax.tree.map(lambda a, d: a + coef * d, pure, u))
-            model = nnx.merge(graphdef, state, frozen)
-            model.eval()
-
-            def body(acc, b):
-                return acc + jnp.sum(example_losses(model, b).total), None
-
-            total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), batches)
-            return total
-
-        return jax.vmap(one)(V)
-
-    return jax.jit(fn)
-
-
-def lifted_losses(
-    model: nnx.Module,
-    projections: tuple[Projection, ...],
-    Ws: Float[ArrayLike, "projs subsets proj"],
-    target: TokenizedSet,
-    *,
-    scale: float,
-    theta_norm: float | None = None,
-    grams: tuple[Float[ArrayLike, "proj proj"], ...] | None = None,
-    batch_size: int = 32,
-    subset_chunk: int = 2,
-    progress: bool = False,
-) -> Float[np.ndarray, " subsets"]:
-    """Target loss at ``theta* + D_S``, with ``D_S`` averaged over several projections.
-
-    For each projection k the fitted direction ``P_k w_kS`` is normalised to unit length; the
-    directions are averaged (their JL noise, independent across seeds, partly cancels) and the
-    average is rescaled to ``||D_S|| = scale * ||theta*_LoRA||`` (spec §2.5 item 6). With one
-    projection this is exactly `estimate_lifted`.
-
-    Args:
-        model: theta* with its adapters (not modified).
-        projections: the projections of ``Ws``, in order.
-        Ws: ``[projs, subsets, proj]`` fitted directions (`fit_subsets` per projection).
-        target: the evaluation set.
-        scale: relative size of the update.
-        theta_norm: ``||theta*_LoRA||`` (None: `lora_norm` of the model).
-        grams: ``P_k^T P_k`` per projection (None: computed).
-        batch_size, subset_chunk, progress: as in `subset_losses`.
-
-    Returns:
-        Float64 ``[subsets]`` estimated target losses (nats/token).
-
-    Raises:
-        ValueError: mismatched shapes, an empty target, a model without adapters.
-    """
-    _check_target(target, "target set")
-    graphdef, lora, frozen = split_lora(model)
-    if not jax.tree.leaves(lora):
-        raise ValueError("the model has no LoRA adapters (apply_lora and meta-train it first)")
-    projections = tuple(projections)
-    Ws = np.asarray(Ws)
-    if Ws.ndim != 3 or Ws.shape[0] != len(projections):
-        raise ValueError(f"Ws must be [{len(projections)}, subsets, proj], got {Ws.shape}")
-    if theta_norm is None:
-        theta_norm = float(lora_norm(lora))
-    if grams is None:
-        grams = tuple(p.gram() for p in projections)
-    unit = np.stack(
-        [np.asarray(rescale(W, g, 1.0, 1.0))[:, None] * W for W, g in zip(Ws, grams)]
-    ).astype(np.float32)  # (projs, subsets, d): ||P_k v|| = 1
-    V = jnp.asarray(np.swapaxes(unit, 0, 1))  # (subsets, projs, d)
-    fn = _lifted_fn(graphdef, projections)
-    batches = _stacked_batches(target, batch_size)
-    count = float(np.sum(np.asarray(target.loss_mask)[:, 1:]))
-    size = jnp.float32(scale * theta_norm)
-    chunk = subset_chunk
-    out = []
-    with _progress(progress) as bar:
-        task = bar.add_task("lifted estimates", total=V.shape[0])
-        for lo, rows in _chunks(V.shape[0], chunk):
-            part = _pad_rows(V[lo : lo + rows], rows, chunk)
-            out.append(np.asarray(fn(part, lora, frozen, batches, size))[:rows])
-            bar.update(task, advance=rows)
-    return np.concatenate(out).astype(np.float64) / count
-
-
 # ------------------------------------------------------------------------------ metrics
 
 
@@ -821,8 +734,8 @@ def run_gradex(
         )
 
     def lifted(Ws, target, scale):
-        return lifted_losses(
-            theta, projections, Ws, target, scale=scale, theta_norm=theta_norm, grams=grams, **ev
+        return estimate_lifted(
+            theta, projections, Ws, target, scale=scale, theta_norm=theta_norm, gram=grams, **ev
         )
 
     # Subsets: N random test subsets (reported), and n_calibration subsets that choose lam and
