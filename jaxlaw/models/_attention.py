@@ -48,7 +48,7 @@ def softmax(x: Float[Array, "... keys"]) -> Float[Array, "... keys"]:
 
     The same values as ``jax.nn.softmax(x, axis=-1)``. In jax 0.10 that function differentiates
     through ``exp / sum`` unless ``jax_softmax_custom_jvp`` is set globally, and its backward
-    pass on CPU is ~10% of a GradEx per-sample-gradient step (benchmark/bench_gradex.py); this
+    pass on CPU cost 5-10% of a GradEx per-sample-gradient step (spec's model, 2 cores); this
     rule is one multiply and one reduction.
     """
     unnormalized = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))

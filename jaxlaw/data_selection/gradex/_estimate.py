@@ -398,12 +398,11 @@ def estimate_lifted(
     projs = (projections,) if single else tuple(projections)
     if not projs or not all(isinstance(p, Projection) for p in projs):
         raise ValueError("projections must be a Projection or a non-empty sequence of them")
-    W = np.asarray(W)
-    if single:
-        W = W[None]
+    shape = np.shape(W)
+    W = np.asarray(W)[None] if single else np.asarray(W)
     if W.ndim != 3 or W.shape[0] != len(projs) or W.shape[2] != projs[0].dim:
         want = f"[subsets, {projs[0].dim}]" if single else f"[{len(projs)}, subsets, proj]"
-        raise ValueError(f"W must be {want}, got shape {np.asarray(W).shape}")
+        raise ValueError(f"W must be {want}, got shape {shape}")
     if gram is not None:
         gram = (gram,) if single else tuple(gram)
         if len(gram) != len(projs):

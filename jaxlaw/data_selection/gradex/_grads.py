@@ -47,9 +47,10 @@ IN_FLIGHT = 3  # chunks dispatched ahead, so XLA can overlap them and the host w
 P_CACHE_BYTES = 32 * 2**20
 # XLA:CPU (jaxlib 0.10) hands row reductions to YNNPACK by default; in the per-sample backward
 # pass those (LayerNorm's sum(x_hat * dy) over the hidden axis, [chunk, seq, hidden] -> [chunk,
-# seq]) ran ~30x slower than XLA's own loops and took ~15% of the chunk step. Keeping YNNPACK
-# for dots only made the step 1.10-1.15x faster (benchmark/bench_gradex.py, 2-core CPU). The
-# option is per compilation (jax.jit's compiler_options), so nothing else in the process changes.
+# seq]) took ~0.4 ms each for 150k elements in a profile of the spec's model, ~15% of the chunk
+# step. Keeping YNNPACK for dots only made the step 1.10-1.15x faster (2-core CPU, chunk 16-32);
+# it did not help the batched train and eval steps, so only this step uses it. The option is per
+# compilation (jax.jit's compiler_options): nothing else in the process changes.
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 }
