@@ -422,6 +422,26 @@ def test_cached_and_regenerated_blocks_give_the_same_projections(model, data, pr
     np.testing.assert_allclose(fresh.grads, cached.grads, rtol=1e-6, atol=1e-7)
 
 
+def test_lift_and_gram_from_blocks_in_memory_equal_the_regenerated_ones(monkeypatch):
+    """lift(w, blocks) and gram() from the in-memory blocks (two block sizes: full blocks and a
+    last partial one) give what regenerating every block from its key gives."""
+    from jaxlaw.data_selection.gradex import _projection
+
+    tree = {"a": jnp.zeros((5, 6), jnp.float32), "b": jnp.zeros((3,), jnp.float32)}
+    proj = Projection.for_tree(tree, dim=8, seed=3, block_rows=4)
+    w = jr.normal(jr.key(1), (8,))
+    blocks = _projection.all_blocks(proj)
+    with_blocks, fresh = proj.lift(w, blocks), proj.lift(w)
+    for x, y in zip(jax.tree.leaves(with_blocks), jax.tree.leaves(fresh), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.concatenate([np.ravel(x) for x in jax.tree.leaves(fresh)]), dense_p(proj) @ w, rtol=1e-5
+    )
+    in_memory = np.asarray(proj.gram())
+    monkeypatch.setattr(_projection, "BLOCKS_IN_MEMORY_BYTES", 0)  # the scan over keys
+    np.testing.assert_allclose(in_memory, np.asarray(proj.gram()), rtol=1e-6, atol=1e-6)
+
+
 SHARDED = textwrap.dedent(
     """
     import json, sys

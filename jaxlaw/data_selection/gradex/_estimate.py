@@ -30,7 +30,7 @@ from ...lora import split_lora
 from ...training import Batch, example_losses
 from ._fit import _fit_dtype, _host
 from ._output import output_logodds
-from ._projection import Projection
+from ._projection import BLOCKS_IN_MEMORY_BYTES, Projection, all_blocks
 
 
 def lora_norm(lora: Any) -> Float[Array, ""]:
@@ -54,7 +54,11 @@ def lora_norm(lora: Any) -> Float[Array, ""]:
     if not leaves:
         raise ValueError("lora_norm: no LoRA tensors (apply_lora first, or pass the LoRA state)")
     dtype = _fit_dtype()
-    return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.asarray(x, dtype))) for x in leaves))
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.asarray(x, dtype))) for x in leaves))
+    # On the host: a few small arrays, and no device program to compile on a cold start.
+    total = sum(np.sum(np.square(np.asarray(x, np.float64))) for x in leaves)
+    return jnp.asarray(np.sqrt(total), dtype)
 
 
 def _check_scale(scale: float, theta_norm) -> None:
@@ -93,12 +97,16 @@ def rescale(
         ValueError: mismatched shapes, or a negative or non-finite ``scale``/``theta_norm``.
     """
     _check_scale(scale, theta_norm)
-    dtype = _fit_dtype()
+    w_shape, g_shape = jnp.shape(W), jnp.shape(gram)
+    if len(w_shape) != 2 or g_shape != (w_shape[1], w_shape[1]):
+        raise ValueError(f"W {w_shape} and gram {g_shape} must be [subsets, d] and [d, d]")
+    return _rescale(W, gram, theta_norm, scale, _fit_dtype())
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _rescale(W, gram, theta_norm, scale, dtype):
     W = jnp.asarray(W, dtype)
-    gram = jnp.asarray(gram, dtype)
-    if W.ndim != 2 or gram.shape != (W.shape[1], W.shape[1]):
-        raise ValueError(f"W {W.shape} and gram {gram.shape} must be [subsets, d] and [d, d]")
-    norm = jnp.sqrt(jnp.maximum(jnp.einsum("md,de,me->m", W, gram, W), 0.0))
+    norm = jnp.sqrt(jnp.maximum(jnp.einsum("md,de,me->m", W, jnp.asarray(gram, dtype), W), 0.0))
     target = scale * jnp.asarray(theta_norm, dtype)
     return jnp.where(norm > 0, target / jnp.where(norm > 0, norm, 1.0), 0.0)
 
@@ -148,15 +156,19 @@ def estimate_linear(
     """
     dtype = _fit_dtype()
     c = rescale(W, gram, theta_norm, scale)
-    W = jnp.asarray(W, dtype)
-    G = jnp.asarray(target_grads, dtype)
-    f0 = jnp.asarray(target_outputs, dtype)
-    if G.ndim != 2 or G.shape[1] != W.shape[1] or f0.shape != (G.shape[0],):
+    g_shape, f_shape, d = jnp.shape(target_grads), jnp.shape(target_outputs), jnp.shape(W)[1]
+    if len(g_shape) != 2 or g_shape[1] != d or f_shape != (g_shape[0],):
         raise ValueError(
-            f"target_grads {G.shape} and target_outputs {f0.shape} must be [examples, "
-            f"{W.shape[1]}] and [examples]"
+            f"target_grads {g_shape} and target_outputs {f_shape} must be [examples, {d}] and "
+            "[examples]"
         )
-    wts = _weights(weights, G.shape[0], dtype)
+    wts = _weights(weights, g_shape[0], dtype)
+    return _linear(W, target_grads, target_outputs, c, wts, anchor, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=6)
+def _linear(W, G, f0, c, wts, anchor, dtype):
+    W, G, f0 = (jnp.asarray(x, dtype) for x in (W, G, f0))
     z = f0[:, None] + (G @ W.T) * c[None, :]  # (examples, subsets)
     est = wts @ jax.nn.softplus(-z)
     if anchor is not None:
@@ -166,7 +178,7 @@ def estimate_linear(
 
 def _weights(weights, n: int, dtype):
     if weights is None:
-        return jnp.full((n,), 1.0 / n, dtype)
+        return np.full((n,), 1.0 / n, np.dtype(dtype))  # host: no device op to compile
     w = jnp.asarray(weights, dtype)
     hw = _host(w)
     if w.shape != (n,):
@@ -264,11 +276,11 @@ def _shifted_model(graphdef, lora, frozen, projection: Projection, v):
 
 @functools.lru_cache(maxsize=16)
 def _lifted_fn(graphdef, projections: tuple[Projection, ...]):
-    def fn(U, lora, frozen, batches: Batch, size):
+    def fn(U, lora, frozen, batches: Batch, size, blocks: tuple):
         pure = nnx.to_pure_dict(lora)
 
         def one(u):  # u: (projs, d), each row scaled so that ||P_k u_k|| = 1
-            parts = [p.lift(u[k]) for k, p in enumerate(projections)]
+            parts = [p.lift(u[k], blocks[k]) for k, p in enumerate(projections)]
             mean = jax.tree.map(lambda *x: sum(x) / len(x), *parts)
             norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(mean)))
             coef = jnp.where(norm > 0, size / jnp.where(norm > 0, norm, 1.0), 0.0)
@@ -430,6 +442,11 @@ def estimate_lifted(
         progress,
         "gradex lifted",
         size,
+        # P in memory when small (generated once here, not in every chunk's step).
+        tuple(
+            all_blocks(p) if 4 * p.n_params * p.dim <= BLOCKS_IN_MEMORY_BYTES else None
+            for p in projs
+        ),
     )
     return totals.astype(np.float64) / count
 

@@ -8,7 +8,6 @@ models and checks). Both differentiate `output_logodds` with respect to the LoRA
 example.
 """
 
-import dataclasses
 import functools
 import math
 import time
@@ -30,7 +29,7 @@ from ..._types import Array, Float, Int
 from ...lora import split_lora
 from ...training import DATA_AXIS, Batch, replicate, shard_batch
 from ._output import _check_eps, output_logodds
-from ._projection import Projection, tree_paths
+from ._projection import BLOCKS_IN_MEMORY_BYTES, Projection, all_blocks, tree_paths
 from ._store import GradStore, grads_meta, load_grads, store_matches
 
 DEFAULT_BUDGET = 256 * 2**20  # bytes per device for one chunk's per-sample grads + activations
@@ -44,7 +43,7 @@ IN_FLIGHT = 3  # chunks dispatched ahead, so XLA can overlap them and the host w
 # A projection whose p x d matrix takes at most this many bytes has its blocks generated once per
 # call and passed to the chunk step (same numbers): regenerating them in every chunk costs ~10%
 # of a small model's step and most of its compile time. Larger ones are regenerated per chunk.
-P_CACHE_BYTES = 32 * 2**20
+P_CACHE_BYTES = BLOCKS_IN_MEMORY_BYTES
 # XLA:CPU (jaxlib 0.10) hands row reductions to YNNPACK by default; in the per-sample backward
 # pass those (LayerNorm's sum(x_hat * dy) over the hidden axis, [chunk, seq, hidden] -> [chunk,
 # seq]) took ~0.4 ms each for 150k elements in a profile of the spec's model, ~15% of the chunk
@@ -133,15 +132,6 @@ def _compiler_options() -> dict | None:
     return CPU_COMPILER_OPTIONS
 
 
-# Compiled once per layout/width/kind (the seed is traced); the blocks live for one call.
-_blocks_fn = jax.jit(Projection.blocks, static_argnums=0)
-
-
-def _projection_blocks(projection: Projection) -> tuple:
-    template = dataclasses.replace(projection, seed=0)
-    return _blocks_fn(template, jnp.asarray(projection.seed, jnp.int32))
-
-
 def _lora_split(model: nnx.Module):
     graphdef, lora, frozen = split_lora(model)
     if not jax.tree.leaves(lora):
@@ -154,7 +144,7 @@ def _lora_split(model: nnx.Module):
 
 def _warn_untrained(lora) -> None:
     b = [leaf for path, leaf in tree_paths(lora) if path.split(".")[-1] == "b"]
-    if b and not any(bool(jnp.any(leaf != 0)) for leaf in b):
+    if b and not any(np.any(np.asarray(leaf)) for leaf in b):  # host: nothing to compile
         warnings.warn(
             "every LoRA B matrix is zero (an untrained adapter): the gradients w.r.t. every A "
             "vanish there, so GradEx only sees B; meta-train the adapters first (spec 5.6)",
@@ -360,8 +350,7 @@ def projected_grads(
 
     step = _chunk_fn(graphdef, projections, eps)
     blocks = tuple(
-        _projection_blocks(p) if 4 * p.n_params * p.dim <= P_CACHE_BYTES else None
-        for p in projections
+        all_blocks(p) if 4 * p.n_params * p.dim <= P_CACHE_BYTES else None for p in projections
     )
     lora_d, frozen_d, blocks_d = replicate((lora, frozen, blocks), mesh)
     if mesh is None:

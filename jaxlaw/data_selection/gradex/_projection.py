@@ -12,6 +12,7 @@ and the same description gives the same ``P``, bit for bit, on any device or chu
     nnx.replace_by_pure_dict(lora, jax.tree.map(jnp.add, nnx.to_pure_dict(lora), delta))
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,9 @@ from ..._types import Array, Float
 KINDS = ("rademacher", "gaussian")
 _FORMAT = "jaxlaw.gradex.Projection/1"
 _HIGHEST = jax.lax.Precision.HIGHEST  # f32 products on TPU/GPU too, not bf16/TF32 passes
+# A projection whose p x d matrix takes at most this many bytes may be held in memory whole
+# (`all_blocks`): `projected_grads` passes it to its chunk step, `Projection.gram` sums it.
+BLOCKS_IN_MEMORY_BYTES = 32 * 2**20
 
 
 def _key_str(k: Any) -> str:
@@ -276,11 +280,13 @@ class Projection:
                 acc = acc + jnp.dot(flat[n_full * R :], blk, precision=_HIGHEST)
         return acc
 
-    def lift(self, w: Float[Array, " proj"]) -> dict:
+    def lift(self, w: Float[Array, " proj"], blocks: tuple | None = None) -> dict:
         """``P w`` as a parameter tree (vmappable over ``w``).
 
         Args:
             w: a ``[d]`` vector (any float dtype; products in float32).
+            blocks: `blocks()` of this projection to use instead of regenerating them (same
+                numbers).
 
         Returns:
             A nested pure dict with the template's structure, shapes and dtypes (that of
@@ -298,8 +304,11 @@ class Projection:
         leaves = []
         for leaf_i, (_, shape) in enumerate(self.layout):
             n_full, rest = self._blocks(math.prod(shape))
+            full_blocks, last_block = (None, None) if blocks is None else blocks[leaf_i]
             parts = []
-            if n_full:
+            if n_full and full_blocks is not None:
+                parts.append(jnp.einsum("brd,d->br", full_blocks, w, precision=_HIGHEST).ravel())
+            elif n_full:
 
                 def body(_, b, leaf_i=leaf_i):
                     return None, jnp.dot(self._block(leaf_i, b, R), w, precision=_HIGHEST)
@@ -307,7 +316,8 @@ class Projection:
                 _, full = jax.lax.scan(body, None, jnp.arange(n_full, dtype=jnp.uint32))
                 parts.append(full.reshape(-1))
             if rest:
-                parts.append(jnp.dot(self._block(leaf_i, n_full, rest), w, precision=_HIGHEST))
+                blk = self._block(leaf_i, n_full, rest) if last_block is None else last_block
+                parts.append(jnp.dot(blk, w, precision=_HIGHEST))
             flat = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
             dtype = self.dtypes[leaf_i] if self.dtypes else "float32"
             leaves.append(flat.reshape(shape).astype(dtype))
@@ -317,7 +327,14 @@ class Projection:
         """``P^T P`` (``d x d``, float32), accumulated block by block.
 
         Its diagonal is exactly ``p/d`` for Rademacher entries; ``||P w||^2 = w^T (P^T P) w``.
+        One compiled program per layout, width and kind serves every seed (the seed is traced).
         """
+        if 4 * self.n_params * self.dim <= BLOCKS_IN_MEMORY_BYTES:
+            # From the blocks (the program `projected_grads` has already compiled for them).
+            return _gram_from_blocks(all_blocks(self))
+        return _gram_jit(dataclasses.replace(self, seed=0), jnp.asarray(self.seed, jnp.int32))
+
+    def _gram(self, seed: Any) -> Float[Array, "proj proj"]:
         R, d = self.block_rows, self.dim
         acc = jnp.zeros((d, d), jnp.float32)
         for leaf_i, (_, shape) in enumerate(self.layout):
@@ -325,12 +342,12 @@ class Projection:
             if n_full:
 
                 def body(acc, b, leaf_i=leaf_i):
-                    blk = self._block(leaf_i, b, R)
+                    blk = self._block(leaf_i, b, R, seed)
                     return acc + jnp.dot(blk.T, blk, precision=_HIGHEST), None
 
                 acc, _ = jax.lax.scan(body, acc, jnp.arange(n_full, dtype=jnp.uint32))
             if rest:
-                blk = self._block(leaf_i, n_full, rest)
+                blk = self._block(leaf_i, n_full, rest, seed)
                 acc = acc + jnp.dot(blk.T, blk, precision=_HIGHEST)
         return acc
 
@@ -369,3 +386,24 @@ class Projection:
             )
         except KeyError as e:
             raise ValueError(f"projection description lacks the field {e.args[0]!r}") from None
+
+
+_gram_jit = jax.jit(Projection._gram, static_argnums=0)
+_blocks_jit = jax.jit(Projection.blocks, static_argnums=0)
+
+
+def all_blocks(projection: Projection) -> tuple:
+    """`Projection.blocks` by one compiled program per layout, width and kind (seed traced)."""
+    template = dataclasses.replace(projection, seed=0)
+    return _blocks_jit(template, jnp.asarray(projection.seed, jnp.int32))
+
+
+@jax.jit
+def _gram_from_blocks(blocks: tuple) -> Float[Array, "proj proj"]:
+    acc = 0.0
+    for full, last in blocks:
+        if full is not None:
+            acc = acc + jnp.einsum("brd,bre->de", full, full, precision=_HIGHEST)
+        if last is not None:
+            acc = acc + jnp.dot(last.T, last, precision=_HIGHEST)
+    return acc
