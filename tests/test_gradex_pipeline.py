@@ -288,11 +288,12 @@ def test_cli_estimate_and_select(cli_files, capsys):
     assert list(df.columns) == ["subset", "n_sources", "sources", "estimate", "true_loss"]
     assert len(df) == 4 and (df.n_sources == 2).all() and df.true_loss.notna().sum() == 3
     assert (tmp / "est.png").stat().st_size > 0
-    assert "validation on 3 real fine-tunes" in capsys.readouterr().out
-    rc = _cli(f"estimate {q} --subset src0,src1 --subset src3 --mode linear", **cli_files)
+    out = capsys.readouterr().out
+    assert "validation on 3 real fine-tunes" in out and "linear estimates" in out  # the default
+    rc = _cli(f"estimate {q} --subset src0,src1 --subset src3 --mode lifted", **cli_files)
     assert rc == 0
     out = capsys.readouterr().out
-    assert "src0|src1" in out and "linear estimates" in out
+    assert "src0|src1" in out and "lifted estimates" in out
     rc = _cli(
         f"select {q} --subsets 6 --top-k 2 --out {{tmp}}/keep.txt --plot {{tmp}}/s.png", **cli_files
     )
