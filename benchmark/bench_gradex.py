@@ -192,7 +192,8 @@ def prep_worker(spec: dict, folder: Path) -> dict:
     import jax.numpy as jnp
     import jax.random as jr
 
-    from jaxlaw.data_selection.gradex import Projection, addition_task, example_grads
+    from experiments.gradex.addition import addition_task
+    from jaxlaw.data_selection.gradex import Projection, example_grads
     from jaxlaw.lora import split_lora
     from jaxlaw.training import Batch
 
@@ -503,9 +504,9 @@ def cost_worker(spec: dict, folder: Path) -> dict:
     import jax
     import jax.random as jr
 
+    from experiments.gradex.addition import addition_task
     from jaxlaw.data_selection.gradex import (
         Projection,
-        addition_task,
         estimate_lifted,
         estimate_linear,
         finetune_subsets,

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=.venv/bin/python
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # benchmarks import experiments.*
 shopt -s nullglob
 benches=(benchmark/bench_*.py)
 if (( ${#benches[@]} == 0 )); then

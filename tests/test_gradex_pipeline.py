@@ -16,19 +16,16 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxlaw.cli import main
-from jaxlaw.data import save_tokenizer
-from jaxlaw.data_selection.gradex import (
-    GradexConfig,
+from experiments.gradex.addition import (
     addition_examples,
     addition_task,
     addition_tokenizer,
-    compare_estimates,
-    finetune_subsets,
-    run_gradex,
     scratchpad,
-    subset_losses,
 )
+from experiments.gradex.pipeline import GradexConfig, run_gradex
+from jaxlaw.cli import main
+from jaxlaw.data import save_tokenizer
+from jaxlaw.data_selection.gradex import compare_estimates, finetune_subsets, subset_losses
 from jaxlaw.lora import LoraConfig, apply_lora
 from jaxlaw.models import ModelConfig, init_model, save_pretrained
 from jaxlaw.training import TrainConfig, evaluate, mean_loss, train

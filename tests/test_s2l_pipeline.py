@@ -1,35 +1,20 @@
 """S2L end to end: the experiment's smoke config, and the CLI (trajectories -> select -> ids) on
 tiny files, with its errors."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from experiments.s2l import run
 from jaxlaw.cli import main
 from jaxlaw.data import save_tokenizer, train_tokenizer
 from jaxlaw.data_selection.s2l import load_trajectories, save_trajectories
 from jaxlaw.models import ModelConfig, init_model, save_pretrained
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _run_module():
-    spec = importlib.util.spec_from_file_location(
-        "s2l_run_for_test", REPO / "experiments/s2l/run.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_experiment_smoke(tmp_path, data_root):
-    run = _run_module()
     summary = run.main(["--out", str(tmp_path), "--smoke", "--data", str(data_root)])
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["entries"] == json.loads(json.dumps(summary["entries"]))

@@ -13,25 +13,27 @@ from flax import nnx
 from scipy import stats
 from scipy.special import log_softmax
 
-from jaxlaw.data import TokenizedSet, take
-from jaxlaw.data_selection.s2l import (
+from experiments.s2l.toy import (
     SkillMLP,
     SkillToyConfig,
-    Trajectories,
     arm_model,
-    checkpoint_steps,
     cluster_purity,
     example_accuracy,
-    load_trajectories,
     make_skill_toy,
     paired_interval,
     prompt_embeddings,
-    record_trajectories,
-    save_trajectories,
     select_arms,
     source_means,
-    stacked_losses,
     train_arms,
+)
+from jaxlaw.data import TokenizedSet, take
+from jaxlaw.data_selection.s2l import (
+    Trajectories,
+    checkpoint_steps,
+    load_trajectories,
+    record_trajectories,
+    save_trajectories,
+    stacked_losses,
     trajectories_from_checkpoints,
 )
 from jaxlaw.lora import LoraConfig, apply_lora

@@ -7,7 +7,7 @@ cores, 6-10 minutes when other jobs share them); ``--smoke`` for the tests' smal
 
 from dataclasses import dataclass, field, replace
 
-from jaxlaw.data_selection.gradex import GradexConfig
+from .pipeline import GradexConfig
 
 
 @dataclass(frozen=True)

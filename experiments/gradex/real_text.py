@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from jaxlaw.data import TokenizedSet, pack_texts, stdlib_corpus, tokenize_examples, train_tokenizer
-from jaxlaw.data_selection.gradex import AdditionTask
 from jaxlaw.training import TrainConfig
+
+from .addition import AdditionTask
 
 PER_SOURCE = 20
 KINDS = (("gsm8k", 6), ("gsm8k_bad", 4), ("shakespeare", 3), ("stdlib", 3))

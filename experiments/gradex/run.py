@@ -10,10 +10,8 @@ scores by source), taylor.png and config.json. Prints one PASS/FAIL line per che
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -21,20 +19,11 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxlaw.data_selection.gradex import plot_estimates, plot_scores, plot_taylor, run_gradex
+from jaxlaw.data_selection.gradex import plot_estimates, plot_scores, plot_taylor
 
-
-def _load(name: str):
-    """A sibling module under a unique name: every experiment has a config.py."""
-    path = Path(__file__).resolve().with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"jaxlaw_experiments_gradex_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-GradexExperiment = _load("config").GradexExperiment
+from . import real_text
+from .config import GradexExperiment
+from .pipeline import run_gradex
 
 
 def checks(s: dict) -> dict[str, bool]:
@@ -115,7 +104,6 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = make(out=a.out, variant=a.variant, data=a.data)
     task = None
     if cfg.variant == "real_text":
-        real_text = _load("real_text")
         cfg, task = real_text.build(cfg, smoke=a.smoke)
     cfg = dataclasses.replace(cfg, gradex=dataclasses.replace(cfg.gradex, seed=a.seed))
     out = Path(cfg.out)

@@ -8,9 +8,7 @@ r2, n_models), lbv2_*.png, selection.png, rsq.png, summary.md and config.json.
 """
 
 import argparse
-import importlib.util
 import json
-import sys
 import time
 import warnings
 from dataclasses import asdict
@@ -44,19 +42,7 @@ from jaxlaw.observational import (
 )
 from jaxlaw.plots import plot_observational
 
-
-def _config_class():
-    """This study's config.py, loaded under a unique module name: every experiment has a
-    config.py, and a plain `import config` would reuse whichever one was imported first."""
-    path = Path(__file__).resolve().with_name("config.py")
-    spec = importlib.util.spec_from_file_location("jaxlaw_experiments_obscaling_config", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module.ObscalingConfig
-
-
-ObscalingConfig = _config_class()
+from .config import ObscalingConfig
 
 PCA_TABLES = {  # name -> (table, loader kwargs, metrics)
     "base77_all8": ("base", {}, ALL8),

@@ -9,9 +9,7 @@ rmsd.png, selection.png and config.json.
 """
 
 import argparse
-import importlib.util
 import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,19 +22,7 @@ from jaxlaw.data import load_dataset
 from jaxlaw.plots import plot_fits, plot_selection
 from jaxlaw.selection import fit_table, fitted_curves, selection_grid
 
-
-def _config_class():
-    """This study's config.py, loaded under a unique module name: every experiment has a
-    config.py, and a plain `import config` would reuse whichever one was imported first."""
-    path = Path(__file__).resolve().with_name("config.py")
-    spec = importlib.util.spec_from_file_location("jaxlaw_experiments_rectified_config", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module.RectifiedConfig
-
-
-RectifiedConfig = _config_class()
+from .config import RectifiedConfig
 
 LAWS = {  # name in rmsd.csv -> (law, faithful)
     "rectified": ("rectified", False),

@@ -35,7 +35,7 @@ whether jaxlaw's paired difference to random agrees with the pilot's within seed
 
 from dataclasses import dataclass, field, replace
 
-from jaxlaw.data_selection.s2l import SkillToyConfig, TextMixConfig
+from .toy import SkillToyConfig, TextMixConfig
 
 # random / S2L (trajectory) / S2L (final loss only) / k-means on the proxy's input embeddings /
 # skill- or source-stratified random (the oracle in the toy) / S2L inside each source (reference).

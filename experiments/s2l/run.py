@@ -10,9 +10,7 @@ DIR/seeds.json (every seed's raw numbers).
 """
 
 import argparse
-import importlib.util
 import json
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,22 +21,11 @@ import numpy as np
 from flax import nnx
 
 from jaxlaw.data import data_root
-from jaxlaw.data_selection import s2l
 from jaxlaw.models import ModelConfig, init_model
 from jaxlaw.training import TrainConfig, evaluate
 
-
-def _config_module():
-    """This study's config.py under a unique module name (every experiment has a config.py)."""
-    path = Path(__file__).resolve().with_name("config.py")
-    spec = importlib.util.spec_from_file_location("jaxlaw_experiments_s2l_config", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-C = _config_module()
+from . import config as C
+from . import toy as toys
 
 
 def adam(steps: int, batch: int, lr: float, seed: int, **kw) -> TrainConfig:
@@ -48,18 +35,18 @@ def adam(steps: int, batch: int, lr: float, seed: int, **kw) -> TrainConfig:
 
 
 def skill_seed(s, seed: int, cache: dict) -> dict:
-    toy = s2l.make_skill_toy(s.toy, key=jr.fold_in(jr.key(seed), 0))
+    toy = toys.make_skill_toy(s.toy, key=jr.fold_in(jr.key(seed), 0))
     pkey = (s.toy, s.proxy, seed)
     if pkey not in cache:
         g, p = s.toy.n_skills, s.proxy
-        proxy = s2l.SkillMLP(g, s.toy.vocab, p.embed, p.hidden, rngs=nnx.Rngs(seed))
+        proxy = toys.SkillMLP(g, s.toy.vocab, p.embed, p.hidden, rngs=nnx.Rngs(seed))
         spe = s.toy.n_pool // p.batch  # checkpoint every half epoch, as the pilot
         cfg = adam(p.epochs * spe, p.batch, p.lr, seed)
-        run = s2l.train_arms(proxy, [toy.pool], cfg, record=toy.pool, checkpoints=2 * p.epochs)
-        trained = s2l.arm_model(proxy, run.states, 0)
-        cache[pkey] = (run.trajectories[0], s2l.prompt_embeddings(trained, toy.pool))
+        run = toys.train_arms(proxy, [toy.pool], cfg, record=toy.pool, checkpoints=2 * p.epochs)
+        trained = toys.arm_model(proxy, run.states, 0)
+        cache[pkey] = (run.trajectories[0], toys.prompt_embeddings(trained, toy.pool))
     traj, emb = cache[pkey]
-    sels = s2l.select_arms(
+    sels = toys.select_arms(
         s.arms,
         traj,
         s.budget,
@@ -71,27 +58,27 @@ def skill_seed(s, seed: int, cache: dict) -> dict:
         max_points_per_centroid=s.max_points_per_centroid,
     )
     g, t = s.toy.n_skills, s.target
-    target = s2l.SkillMLP(g, s.toy.vocab, t.embed, t.hidden, rngs=nnx.Rngs(100 + seed))
+    target = toys.SkillMLP(g, s.toy.vocab, t.embed, t.hidden, rngs=nnx.Rngs(100 + seed))
 
     def score(m):
-        bal = s2l.source_means(s2l.example_accuracy(m, toy.test), toy.test.source_id, g)
+        bal = toys.source_means(toys.example_accuracy(m, toy.test), toy.test.source_id, g)
         ce = evaluate(m, toy.test, batch_size=1024)
         return dict(
             balanced=float(bal.mean()),
             per_source=bal.tolist(),
-            iid=float(s2l.example_accuracy(m, toy.test_iid).mean()),
+            iid=float(toys.example_accuracy(m, toy.test_iid).mean()),
             balanced_ce=float(np.mean(ce.total / np.maximum(ce.count, 1))),
         )
 
     cfg = adam(t.steps, t.batch, t.lr, seed)
-    out = s2l.score_arms(target, toy.pool, sels, cfg, score, cache=cache, tag=(s.toy, t, seed))
-    final = s2l.source_means(traj.mean()[:, -1], traj.source_id, g)
+    out = toys.score_arms(target, toy.pool, sels, cfg, score, cache=cache, tag=(s.toy, t, seed))
+    final = toys.source_means(traj.mean()[:, -1], traj.source_id, g)
     return dict(arms=out, proxy_final_loss_per_source=final.tolist())
 
 
 def text_seed(t, seed: int, root, cache: dict) -> dict:
-    mix = s2l.make_text_mixture(t.mix, root=root, key=jr.fold_in(jr.key(seed), 0))
-    n_src = len(s2l.MIXTURE_SOURCES)
+    mix = toys.make_text_mixture(t.mix, root=root, key=jr.fold_in(jr.key(seed), 0))
+    n_src = len(toys.MIXTURE_SOURCES)
 
     def decoder(hidden, layers, key):
         cfg = ModelConfig.tiny(
@@ -108,17 +95,17 @@ def text_seed(t, seed: int, root, cache: dict) -> dict:
     proxy = decoder(t.proxy_hidden, t.proxy_layers, jr.fold_in(jr.key(seed), 2))
     steps = t.proxy_epochs * t.mix.n_pool // t.batch
     cfg = adam(steps, t.batch, t.lr, seed, warmup_steps=max(1, steps // 33), end_lr_ratio=0.0)
-    run = s2l.train_arms(proxy, [mix.pool], cfg, record=mix.pool, checkpoints=t.checkpoints)
+    run = toys.train_arms(proxy, [mix.pool], cfg, record=mix.pool, checkpoints=t.checkpoints)
     traj = run.trajectories[0]
-    emb = s2l.prompt_embeddings(s2l.arm_model(proxy, run.states, 0), mix.pool)
-    sels = s2l.select_arms(
+    emb = toys.prompt_embeddings(toys.arm_model(proxy, run.states, 0), mix.pool)
+    sels = toys.select_arms(
         t.arms, traj, t.budget, key=jr.fold_in(jr.key(seed), 1), k=t.k, embeddings=emb
     )
     target = decoder(t.target_hidden, t.target_layers, jr.fold_in(jr.key(seed), 3))
 
     def score(m):
         ev = evaluate(m, mix.test, batch_size=512)
-        per = s2l.source_means(ev.total / np.maximum(ev.count, 1), mix.test.source_id, n_src)
+        per = toys.source_means(ev.total / np.maximum(ev.count, 1), mix.test.source_id, n_src)
         return dict(macro_loss=float(per.mean()), per_source=per.tolist())
 
     tcfg = adam(
@@ -129,8 +116,8 @@ def text_seed(t, seed: int, root, cache: dict) -> dict:
         warmup_steps=max(1, t.target_steps // 33),
         end_lr_ratio=0.0,
     )
-    out = s2l.score_arms(target, mix.pool, sels, tcfg, score, cache=cache, tag=(t, seed))
-    final = s2l.source_means(traj.mean()[:, -1], traj.source_id, n_src)
+    out = toys.score_arms(target, mix.pool, sels, tcfg, score, cache=cache, tag=(t, seed))
+    final = toys.source_means(traj.mean()[:, -1], traj.source_id, n_src)
     return dict(arms=out, proxy_final_loss_per_source=final.tolist())
 
 
@@ -138,7 +125,7 @@ def summarize(name, metric, seeds: list[dict], pilot=None) -> list[dict]:
     """One summary entry per arm; with ``pilot``: the spec's measured numbers and whether
     ours agree within seed noise (|d - d_pilot| <= the two half-widths combined)."""
     entries = []
-    for arm, e in s2l.summarize_arms([r["arms"] for r in seeds], metric).items():
+    for arm, e in toys.summarize_arms([r["arms"] for r in seeds], metric).items():
         e = dict(setting=name, metric=metric, arm=arm, **e)
         if pilot is not None and arm in pilot and arm != "random":
             pm, pd, ph = pilot[arm]

@@ -3,11 +3,6 @@
 Spec: ``shared/specs/gradex.md`` (Li, Zhang, Wang, Zhang, Findings of EMNLP 2024).
 """
 
-from ._addition import AdditionTask as AdditionTask
-from ._addition import addition_examples as addition_examples
-from ._addition import addition_task as addition_task
-from ._addition import addition_tokenizer as addition_tokenizer
-from ._addition import scratchpad as scratchpad
 from ._estimate import ScaleCalibration as ScaleCalibration
 from ._estimate import TaylorErrors as TaylorErrors
 from ._estimate import calibrate_scale as calibrate_scale
@@ -18,25 +13,19 @@ from ._estimate import lora_norm as lora_norm
 from ._estimate import rescale as rescale
 from ._estimate import target_loss_grad as target_loss_grad
 from ._estimate import taylor_errors as taylor_errors
+from ._finetune import FineTunes as FineTunes
+from ._finetune import compare_estimates as compare_estimates
+from ._finetune import finetune_subsets as finetune_subsets
+from ._finetune import meta_train as meta_train
+from ._finetune import subset_losses as subset_losses
 from ._fit import fit_subsets as fit_subsets
 from ._fit import sample_mask as sample_mask
 from ._fit import subset_masks as subset_masks
-from ._grads import ProjectedGrads as ProjectedGrads
 from ._grads import auto_chunk_size as auto_chunk_size
 from ._grads import example_grads as example_grads
 from ._grads import projected_grads as projected_grads
 from ._output import output_logodds as output_logodds
 from ._output import sample_outputs as sample_outputs
-from ._pipeline import ADDITION_MODEL as ADDITION_MODEL
-from ._pipeline import FineTunes as FineTunes
-from ._pipeline import GradexConfig as GradexConfig
-from ._pipeline import GradexResult as GradexResult
-from ._pipeline import compare_estimates as compare_estimates
-from ._pipeline import finetune_subsets as finetune_subsets
-from ._pipeline import meta_train as meta_train
-from ._pipeline import pretrain_base as pretrain_base
-from ._pipeline import run_gradex as run_gradex
-from ._pipeline import subset_losses as subset_losses
 from ._plot import plot_estimates as plot_estimates
 from ._plot import plot_scores as plot_scores
 from ._plot import plot_taylor as plot_taylor
@@ -46,6 +35,7 @@ from ._select import auroc as auroc
 from ._select import forward_selection as forward_selection
 from ._select import random_ensemble as random_ensemble
 from ._select import select_threshold as select_threshold
+from ._store import ProjectedGrads as ProjectedGrads
 from ._store import check_model as check_model
 from ._store import grads_meta as grads_meta
 from ._store import load_grads as load_grads

@@ -15,7 +15,6 @@ import warnings
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,12 +24,12 @@ from jax.sharding import Mesh
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..._types import Array, Float, Int
+from ..._types import Array, Float
 from ...lora import split_lora
 from ...training import DATA_AXIS, Batch, replicate, shard_batch
 from ._output import _check_eps, output_logodds
 from ._projection import BLOCKS_IN_MEMORY_BYTES, Projection, all_blocks, tree_paths
-from ._store import GradStore, grads_meta, load_grads, store_matches
+from ._store import GradStore, ProjectedGrads, grads_meta, load_grads, store_matches
 
 DEFAULT_BUDGET = 256 * 2**20  # bytes per device for one chunk's per-sample grads + activations
 MAX_CHUNK = 256  # examples per device and chunk
@@ -53,27 +52,6 @@ P_CACHE_BYTES = BLOCKS_IN_MEMORY_BYTES
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 }
-
-
-class ProjectedGrads(NamedTuple):
-    """GradEx features of a data set at theta*, in the data set's row order.
-
-    Attributes:
-        grads: float32 ``[projs, examples, proj]``: ``P_k^T g_i`` for projection k and example i,
-            where ``g_i`` is the gradient of example i's output w.r.t. the LoRA parameters.
-        outputs: float32 ``[examples]``: f*_i, the sample output (`output_logodds`) at theta*.
-        n_targets: int32 ``[examples]``: target tokens scored per example.
-        example_id: ``[examples]`` ids of the rows (from the `TokenizedSet`).
-        source_id: ``[examples]`` index into ``sources`` of each row's source.
-        sources: source names.
-    """
-
-    grads: Float[np.ndarray, "projs examples proj"]
-    outputs: Float[np.ndarray, " examples"]
-    n_targets: Int[np.ndarray, " examples"]
-    example_id: Int[np.ndarray, " examples"]
-    source_id: Int[np.ndarray, " examples"]
-    sources: tuple[str, ...]
 
 
 def _example_output(graphdef, eps: float):

@@ -21,11 +21,13 @@ import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 from flax import nnx
 
+from ..._types import Float, Int
 from ...lora import split_lora
 from ._projection import Projection, tree_paths
 
@@ -34,6 +36,27 @@ _ARRAYS = ("grads", "outputs", "n_targets", "example_id", "source_id")
 _CHUNK = re.compile(r"rows_(\d+)_(\d+)\.npz$")
 # Fields that must agree for a store to be resumed or reused by the same computation.
 _IDENTITY = ("lora_layout", "lora_fingerprint", "data_fingerprint", "eps", "projections")
+
+
+class ProjectedGrads(NamedTuple):
+    """GradEx features of a data set at theta*, in the data set's row order.
+
+    Attributes:
+        grads: float32 ``[projs, examples, proj]``: ``P_k^T g_i`` for projection k and example i,
+            where ``g_i`` is the gradient of example i's output w.r.t. the LoRA parameters.
+        outputs: float32 ``[examples]``: f*_i, the sample output (`output_logodds`) at theta*.
+        n_targets: int32 ``[examples]``: target tokens scored per example.
+        example_id: ``[examples]`` ids of the rows (from the `TokenizedSet`).
+        source_id: ``[examples]`` index into ``sources`` of each row's source.
+        sources: source names.
+    """
+
+    grads: Float[np.ndarray, "projs examples proj"]
+    outputs: Float[np.ndarray, " examples"]
+    n_targets: Int[np.ndarray, " examples"]
+    example_id: Int[np.ndarray, " examples"]
+    source_id: Int[np.ndarray, " examples"]
+    sources: tuple[str, ...]
 
 
 def lora_layout(model: nnx.Module) -> list[list]:
@@ -201,7 +224,6 @@ def load_grads(path: str | Path):
         FileNotFoundError: no store at ``path``.
         ValueError: the run is unfinished, or the files disagree with each other.
     """
-    from ._grads import ProjectedGrads  # _grads writes stores: import here to avoid a cycle
 
     path = Path(path)
     if not (path / "meta.json").exists():

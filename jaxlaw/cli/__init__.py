@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DATASETS, LossTable, TableError, load_dataset, load_table, take_models
-from .laws import LAWS
+from jaxlaw.data import DATASETS, LossTable, TableError, load_dataset, load_table, take_models
+from jaxlaw.laws import LAWS
+
+from ._tables import print_table
 
 METHOD_CHOICES = ("ats", "ourfit", "vanillafit", "zeroshot", "subtuning", "modelsize")
 FEATURE_LABEL = {
@@ -49,22 +51,10 @@ def _params(n: float) -> str:
     return f"{n:.0f}"
 
 
-def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left")
-    for i, h in enumerate(header):
-        t.add_column(h, justify="left" if i < 2 else "right")
-    for r in rows:
-        t.add_row(*r)
-    Console(width=max(100, 14 * len(header))).print(t)
-
-
 def cmd_fit(a: argparse.Namespace) -> None:
-    from .laws import get_law
-    from .plots import plot_fits
-    from .selection import fit_table, fitted_curves
+    from jaxlaw.laws import get_law
+    from jaxlaw.plots import plot_fits
+    from jaxlaw.selection import fit_table, fitted_curves
 
     table = _table(a.table, a.data)
     fit = fit_table(
@@ -95,7 +85,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
         for i, (m, d) in enumerate(zip(table.models, described))
     ]
     mode = "reference procedure" if a.faithful else "multi-start"
-    _print_table(
+    print_table(
         f"{a.law} law, {mode} fit on {table.name} ({len(table.models)} models)", header, rows
     )
     print(f"mean RMSD under log: {fit.rmsd.mean():.5f}")
@@ -130,7 +120,7 @@ def cmd_fit(a: argparse.Namespace) -> None:
 
 
 def cmd_select(a: argparse.Namespace) -> None:
-    from .selection import display_name, pearson, rel_acc, select
+    from jaxlaw.selection import display_name, pearson, rel_acc, select
 
     table = _table(a.table, a.data)
     if a.max_size is not None:
@@ -170,7 +160,7 @@ def cmd_select(a: argparse.Namespace) -> None:
         if truth is not None:
             r += [f"{truth[i]:.4f}", str(true_rank[i])]
         rows.append(r)
-    _print_table(
+    print_table(
         f"{display_name(a.method)} ranking of {len(table.models)} models on {table.name}: "
         f"budget M = {a.budget}, target T = {target} (1/{target // a.budget})",
         header,
@@ -188,7 +178,7 @@ def cmd_select(a: argparse.Namespace) -> None:
 
 def _obs_table(a: argparse.Namespace, preset=None):
     """The benchmark table of an observe command, with --targets merged onto it."""
-    from .observational import load_benchmarks, merge_tables
+    from jaxlaw.observational import load_benchmarks, merge_tables
 
     name = a.table or (preset.table if preset is not None else "base")
     kw = {}
@@ -211,8 +201,8 @@ def _print_json(obj) -> None:
 
 
 def cmd_observe_pca(a: argparse.Namespace) -> None:
-    from .observational import ALL8, INSTRUCT7, NONGSM7, benchmark_matrix, pca_em_impute
-    from .observational import pca_fit as fit_pca
+    from jaxlaw.observational import ALL8, INSTRUCT7, NONGSM7, benchmark_matrix, pca_em_impute
+    from jaxlaw.observational import pca_fit as fit_pca
 
     df = _obs_table(a)
     metrics = {"all8": ALL8, "nongsm7": NONGSM7, "instruct7": INSTRUCT7}.get(
@@ -243,7 +233,7 @@ def cmd_observe_pca(a: argparse.Namespace) -> None:
         [f"PC-{i + 1}", f"{evr[i]:.4f}", f"{np.cumsum(evr)[i]:.4f}", *(f"{v:+.3f}" for v in c)]
         for i, c in enumerate(comps)
     ]
-    _print_table(
+    print_table(
         f"PCA of {len(metrics)} benchmarks over {len(df)} models "
         f"({int(np.isnan(X).sum())} cells imputed in {int(imp.n_iter)} iterations)",
         header,
@@ -252,8 +242,8 @@ def cmd_observe_pca(a: argparse.Namespace) -> None:
 
 
 def cmd_observe_fit(a: argparse.Namespace) -> None:
-    from .observational import get_preset, observe_fit
-    from .plots import plot_observational
+    from jaxlaw.observational import get_preset, observe_fit
+    from jaxlaw.plots import plot_observational
 
     preset = get_preset(a.preset)
     df = _obs_table(a, preset)
@@ -294,13 +284,13 @@ def cmd_observe_fit(a: argparse.Namespace) -> None:
             r.append(f"[{fit.pred_lo[i]:.4f}, {fit.pred_hi[i]:.4f}]")
         rows.append(r)
     if rows:
-        _print_table(f"held-out predictions ({len(rows)} models)", header, rows)
+        print_table(f"held-out predictions ({len(rows)} models)", header, rows)
     if a.plot:
         print(f"wrote {a.plot}")
 
 
 def cmd_observe_select(a: argparse.Namespace) -> None:
-    from .observational import SELECTION_PRESETS, observe_select
+    from jaxlaw.observational import SELECTION_PRESETS, observe_select
 
     df = _obs_table(a)
     budgets = [int(b) for b in a.budgets.split(",")]
@@ -335,7 +325,7 @@ def cmd_observe_select(a: argparse.Namespace) -> None:
         for r in sel.table.itertuples()
     ]
     total = "" if sel.n_combinations is None else f", {sel.n_combinations} family sets searched"
-    _print_table(
+    print_table(
         f"V-optimal families to evaluate ({a.method}; pool {sel.n_pool} models{total})",
         header,
         rows,
@@ -363,10 +353,10 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def cmd_sweep(a: argparse.Namespace) -> None:
-    from .data import load_task
-    from .lora import DEFAULT_TARGETS, LoraConfig
-    from .sweep import SweepConfig, run_sweep
-    from .training import TrainConfig, data_mesh, maybe_initialize_distributed
+    from jaxlaw.data import load_task
+    from jaxlaw.lora import DEFAULT_TARGETS, LoraConfig
+    from jaxlaw.sweep import SweepConfig, run_sweep
+    from jaxlaw.training import TrainConfig, data_mesh, maybe_initialize_distributed
 
     maybe_initialize_distributed()  # a no-op unless launched as one process of a multi-host job
     fields = dict(prompt_field=a.prompt_field, response_field=a.response_field)
@@ -398,7 +388,7 @@ def cmd_sweep(a: argparse.Namespace) -> None:
         [m, _params(n), *[f"{v:.4f}" for v in row]]
         for m, n, row in zip(table.models, table.n_params, table.loss)
     ]
-    _print_table(f"{a.out}: test loss (nats/token) by fine-tuning subset size", header, rows)
+    print_table(f"{a.out}: test loss (nats/token) by fine-tuning subset size", header, rows)
     budget = table.sizes[table.sizes > 0][len(table.sizes[table.sizes > 0]) // 2]
     print(f"wrote {a.out}; rank the models with: jaxlaw select {a.out} --budget {budget}")
 
@@ -616,8 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(run=cmd_reproduce)
 
-    from .data_selection.gradex._cli import add_parser as add_gradex
-    from .data_selection.s2l._cli import add_parser as add_s2l
+    from .gradex import add_parser as add_gradex
+    from .s2l import add_parser as add_s2l
 
     add_gradex(sub)
     add_s2l(sub)

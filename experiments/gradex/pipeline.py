@@ -30,39 +30,48 @@ Timings of the GradEx steps and of the real fine-tunes are kept apart.
 """
 
 import dataclasses
-import functools
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import optax
 from flax import nnx
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from scipy import stats
 
-from ..._types import ArrayLike, Bool, Float, Key
-from ...data import TokenizedSet, take
-from ...lora import LoraConfig, apply_lora, split_lora
-from ...models import ModelConfig, init_model
-from ...training import Batch, TrainConfig, evaluate, example_losses, make_optimizer, mean_loss
-from ...training import train as train_model
-from ._addition import SYMBOLS, AdditionTask, addition_task
-from ._estimate import (
+from jaxlaw._types import Key
+from jaxlaw.data import TokenizedSet, take
+from jaxlaw.data_selection.gradex import (
+    Projection,
+    auroc,
     calibrate_scale,
+    compare_estimates,
     estimate_lifted,
     estimate_linear,
+    finetune_subsets,
+    fit_subsets,
     lora_norm,
+    meta_train,
+    projected_grads,
+    random_ensemble,
+    sample_mask,
+    select_threshold,
+    subset_losses,
+    subset_masks,
     taylor_errors,
 )
-from ._fit import fit_subsets, sample_mask, subset_masks
-from ._grads import projected_grads
-from ._projection import Projection
-from ._select import auroc, random_ensemble, select_threshold
+from jaxlaw.lora import LoraConfig, apply_lora, split_lora
+from jaxlaw.models import ModelConfig, init_model
+from jaxlaw.training import TrainConfig, evaluate, mean_loss
+from jaxlaw.training import train as train_model
+
+from .addition import SYMBOLS, AdditionTask, addition_task
+
+
+def _spearman(a, b) -> float:
+    return float(stats.spearmanr(a, b).statistic)
+
 
 # Spec §4.4: 2 layers, d_model 128, 4 heads, MLP 512, learned positions, tied embeddings, a
 # context of 48 (rows are at most 37 tokens). GPT-2 layout: LoRA on the fused qkv projection
@@ -204,328 +213,6 @@ class GradexConfig:
         return dataclasses.replace(cls(), **(small | overrides))
 
 
-# ----------------------------------------------------------------------------- progress
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=True,
-    )
-
-
-def _device_batch(data: TokenizedSet) -> Batch:
-    return Batch(
-        jnp.asarray(data.tokens), jnp.asarray(data.attention_mask), jnp.asarray(data.loss_mask)
-    )
-
-
-def _stacked_batches(data: TokenizedSet, batch_size: int) -> Batch:
-    """All of ``data`` as ``[batches, batch_size, seq]``, the padding rows fully masked."""
-    n, seq = data.tokens.shape
-    nb = -(-n // batch_size)
-    pad = nb * batch_size - n
-
-    def stack(x, fill):
-        x = np.asarray(x)
-        if pad:
-            x = np.concatenate([x, np.full((pad, seq), fill, x.dtype)])
-        return jnp.asarray(x.reshape(nb, batch_size, seq))
-
-    return Batch(
-        stack(data.tokens, 0), stack(data.attention_mask, False), stack(data.loss_mask, False)
-    )
-
-
-def _check_target(data: TokenizedSet, what: str) -> None:
-    if data.tokens.shape[0] == 0:
-        raise ValueError(f"the {what} is empty")
-    if not np.any(np.asarray(data.loss_mask)[:, 1:]):
-        raise ValueError(f"the {what} has no response tokens (its loss_mask is empty)")
-
-
-def _chunks(n: int, chunk: int):
-    """``(start, rows)`` of fixed-size chunks; the caller pads the last one to ``chunk``."""
-    return [(lo, min(chunk, n - lo)) for lo in range(0, n, chunk)]
-
-
-def _pad_rows(x, rows: int, chunk: int):
-    """Pad the leading axis of every leaf of ``x`` from ``rows`` to ``chunk`` (repeat row 0)."""
-    if rows == chunk:
-        return x
-    return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], chunk - rows, axis=0)]), x)
-
-
-# ------------------------------------------------------------------------ real fine-tunes
-
-
-@functools.lru_cache(maxsize=16)
-def _finetune_fn(graphdef, config: TrainConfig, n_examples: int, n_span: int):
-    tx = make_optimizer(config)
-    steps, batch = config.steps, config.batch_size
-
-    def rows(member, key, step):
-        """Batch rows of one subset at ``step``: epoch e is a permutation of the members drawn
-        from ``fold_in(key, e)``; a batch spans at most ``n_span`` epochs."""
-
-        def perm(e):
-            u = jr.uniform(jr.fold_in(key, e), (n_examples,))
-            return jnp.argsort(jnp.where(member, u, 2.0))  # members first, shuffled
-
-        n = jnp.sum(member)
-        pos = step * batch + jnp.arange(batch)
-        first = (step * batch) // n
-        perms = jax.vmap(perm)(first + jnp.arange(n_span))  # (n_span, examples)
-        return perms[pos // n - first, pos % n]
-
-    def one(member, key, lora, frozen, data: Batch):
-        def loss(p, b):
-            model = nnx.merge(graphdef, p, frozen)
-            model.eval()
-            out = example_losses(model, b)
-            return jnp.sum(out.total) / jnp.maximum(jnp.sum(out.count), 1.0)
-
-        def step(carry, t):
-            p, opt = carry
-            b = jax.tree.map(lambda x: x[rows(member, key, t)], data)
-            updates, opt = tx.update(jax.grad(loss)(p, b), opt, p)
-            return (optax.apply_updates(p, updates), opt), None
-
-        (p, _), _ = jax.lax.scan(step, (lora, tx.init(lora)), jnp.arange(steps))
-        return p
-
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None)))
-
-
-class FineTunes(NamedTuple):
-    """Result of `finetune_subsets`.
-
-    Attributes:
-        lora: the fine-tuned LoRA states stacked on a leading ``subsets`` axis (an `nnx.State`
-            shaped like ``split_lora(model)[1]`` with one more axis).
-        seconds: wall time (compilation included).
-    """
-
-    lora: Any
-    seconds: float
-
-
-def finetune_subsets(
-    model: nnx.Module,
-    data: TokenizedSet,
-    mask: Bool[ArrayLike, "subsets examples"],
-    config: TrainConfig,
-    *,
-    key: Key,
-    subset_chunk: int = 2,
-    progress: bool = True,
-) -> FineTunes:
-    """Real LoRA fine-tunes of ``model`` on many subsets of ``data`` at once (ground truth).
-
-    Subset j trains the model's LoRA parameters (`nnx.LoRAParam`; base weights frozen, dropout
-    off) for ``config.steps`` AdamW steps of ``config.batch_size`` rows drawn from its members
-    (``mask[j]``): each epoch is a fresh permutation of the members from
-    ``fold_in(fold_in(key, j), epoch)``, so row j's run depends only on (key, j, mask[j]), not
-    on the other rows or on ``subset_chunk``. The loss is the token-weighted mean response CE, as in
-    `jaxlaw.training.train`, with the same optimizer (`jaxlaw.training.make_optimizer`). The
-    train step is vmapped over ``subset_chunk`` subsets and scanned over steps: one compilation
-    per chunk shape.
-
-    Args:
-        model: the starting point (theta*, or a base model with fresh adapters); not modified.
-        data: the pool, a `jaxlaw.data.TokenizedSet`.
-        mask: ``[subsets, examples]`` bool, the members of each subset (`sample_mask`).
-        config: steps, batch size, learning rate and schedule (``accum_steps`` is ignored).
-        key: PRNG key of the data orders.
-        subset_chunk: subsets trained at once (memory grows with it); the last chunk is
-            padded, so every call with the same chunk compiles once.
-        progress: progress bar over subsets (stderr).
-
-    Returns:
-        `FineTunes` with the stacked LoRA states, in the order of ``mask``.
-
-    Raises:
-        ValueError: the model has no adapters, ``mask`` does not fit ``data``, or a subset is
-            empty.
-    """
-    t0 = time.perf_counter()
-    graphdef, lora, frozen = split_lora(model)
-    if not jax.tree.leaves(lora):
-        raise ValueError("finetune_subsets trains LoRA adapters: apply_lora to the model first")
-    mask = np.asarray(mask)
-    n = data.tokens.shape[0]
-    if mask.ndim != 2 or mask.shape[1] != n or mask.dtype != np.bool_:
-        raise ValueError(f"mask must be bool [subsets, {n}], got {mask.dtype} {mask.shape}")
-    sizes = mask.sum(axis=1)
-    if np.any(sizes == 0):
-        raise ValueError(f"subset {int(np.flatnonzero(sizes == 0)[0])} has no example")
-    if not isinstance(subset_chunk, int) or subset_chunk < 1:
-        raise ValueError(f"subset_chunk must be a positive int, got {subset_chunk!r}")
-    # Epochs one batch can touch: 2 unless a subset is smaller than a batch (static, so that
-    # subsets of any size >= batch share one compilation).
-    n_span = max(2, math.ceil(config.batch_size / int(sizes.min())) + 1)
-    fn = _finetune_fn(graphdef, config, n, n_span)
-    data_d = _device_batch(data)
-    chunk = subset_chunk  # fixed, the last chunk padded: one compilation for any subset count
-    keys = jax.vmap(lambda j: jr.fold_in(key, j))(jnp.arange(mask.shape[0]))
-    parts = []
-    with _progress(progress) as bar:
-        task = bar.add_task("fine-tunes", total=mask.shape[0])
-        for lo, rows in _chunks(mask.shape[0], chunk):
-            m = _pad_rows(jnp.asarray(mask[lo : lo + rows]), rows, chunk)
-            k = _pad_rows(keys[lo : lo + rows], rows, chunk)
-            out = fn(m, k, lora, frozen, data_d)
-            parts.append(jax.tree.map(lambda a, rows=rows: a[:rows], out))
-            bar.update(task, advance=rows)
-    stacked = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
-    jax.block_until_ready(stacked)
-    return FineTunes(stacked, time.perf_counter() - t0)
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@functools.lru_cache(maxsize=16)
-def _stack_loss_fn(graphdef):
-    def fn(stack, frozen, batches: Batch):
-        def one(lora):
-            model = nnx.merge(graphdef, lora, frozen)
-            model.eval()
-
-            def body(acc, b):
-                return acc + jnp.sum(example_losses(model, b).total), None
-
-            total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), batches)
-            return total
-
-        return jax.vmap(one)(stack)
-
-    return jax.jit(fn)
-
-
-def subset_losses(
-    model: nnx.Module,
-    lora_stack: Any,
-    target: TokenizedSet,
-    *,
-    batch_size: int = 32,
-    subset_chunk: int = 2,
-    progress: bool = False,
-) -> Float[np.ndarray, " subsets"]:
-    """Target loss of ``model`` with each of a stack of LoRA states (e.g. `FineTunes.lora`).
-
-    Args:
-        model: supplies the architecture and the frozen base weights.
-        lora_stack: LoRA states shaped like ``split_lora(model)[1]`` with a leading axis.
-        target: the evaluation set.
-        batch_size: target rows per forward pass.
-        subset_chunk: LoRA states evaluated at once.
-        progress: progress bar.
-
-    Returns:
-        Float64 ``[subsets]``: token-weighted mean response CE (nats/token), as
-        ``mean_loss(evaluate(...))``.
-
-    Raises:
-        ValueError: an empty target or one without response tokens.
-    """
-    _check_target(target, "target set")
-    graphdef, _, frozen = split_lora(model)
-    fn = _stack_loss_fn(graphdef)
-    batches = _stacked_batches(target, batch_size)
-    count = float(np.sum(np.asarray(target.loss_mask)[:, 1:]))
-    m = jax.tree.leaves(lora_stack)[0].shape[0]
-    chunk = subset_chunk
-    out = []
-    with _progress(progress) as bar:
-        task = bar.add_task("target losses", total=m)
-        for lo, rows in _chunks(m, chunk):
-            part = _pad_rows(
-                jax.tree.map(lambda a, lo=lo, rows=rows: a[lo : lo + rows], lora_stack), rows, chunk
-            )
-            out.append(np.asarray(fn(part, frozen, batches))[:rows])
-            bar.update(task, advance=rows)
-    return np.concatenate(out).astype(np.float64) / count
-
-
-# ------------------------------------------------------------------------------ metrics
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties averaged (as scipy.stats.rankdata)."""
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x), np.float64)
-    r[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):  # average the ranks of tied values
-        tie = x == v
-        if tie.sum() > 1:
-            r[tie] = r[tie].mean()
-    return r
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    den = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b) / den if den > 0 else float("nan")
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    return _pearson(_ranks(np.asarray(a, np.float64)), _ranks(np.asarray(b, np.float64)))
-
-
-def compare_estimates(
-    estimate: Float[ArrayLike, " subsets"],
-    truth: Float[ArrayLike, " subsets"],
-    constant: float,
-    *,
-    key: Key,
-    n_bootstrap: int = 2000,
-) -> dict[str, float]:
-    """How well estimated subset losses match the real ones (spec §4.5 item 2).
-
-    Args:
-        estimate: L^(S) per subset.
-        truth: L_true(S) per subset (real fine-tunes), same order.
-        constant: the constant predictor's value, L(theta*) on the same target.
-        key: PRNG key of the bootstrap (subsets resampled with replacement).
-        n_bootstrap: bootstrap resamples for the 95% percentile interval of Pearson r.
-
-    Returns:
-        A dict: ``pearson``, ``spearman``, ``pearson_ci_low``, ``pearson_ci_high``, ``msre``
-        (mean squared relative error ``mean(((L^ - L)/L)^2)``), ``msre_constant``, ``mse``,
-        ``mse_constant``.
-
-    Raises:
-        ValueError: mismatched shapes, fewer than 3 subsets, or non-finite values.
-    """
-    e = np.asarray(estimate, np.float64)
-    t = np.asarray(truth, np.float64)
-    if e.shape != t.shape or e.ndim != 1 or e.size < 3:
-        raise ValueError(f"estimate {e.shape} and truth {t.shape} must be [subsets], >= 3")
-    if not (np.isfinite(e).all() and np.isfinite(t).all()):
-        raise ValueError("estimates and true losses must be finite")
-    idx = np.asarray(jr.randint(key, (n_bootstrap, e.size), 0, e.size))
-    boot = np.array([_pearson(e[i], t[i]) for i in idx])
-    boot = boot[np.isfinite(boot)]
-    lo, hi = np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan)
-    return {
-        "pearson": _pearson(e, t),
-        "spearman": _spearman(e, t),
-        "pearson_ci_low": float(lo),
-        "pearson_ci_high": float(hi),
-        "msre": float(np.mean(((e - t) / t) ** 2)),
-        "msre_constant": float(np.mean(((constant - t) / t) ** 2)),
-        "mse": float(np.mean((e - t) ** 2)),
-        "mse_constant": float(np.mean((constant - t) ** 2)),
-    }
-
-
 # ------------------------------------------------------------------------------ pipeline
 
 
@@ -594,34 +281,6 @@ def pretrain_base(
         progress=progress,
         description="stage A (base)",
     )
-    return model
-
-
-def meta_train(
-    base: nnx.Module,
-    lora: LoraConfig,
-    data: TokenizedSet,
-    config: TrainConfig,
-    *,
-    key: Key,
-    progress: bool = True,
-) -> nnx.Module:
-    """Stage B: theta*, a copy of ``base`` with fresh adapters LoRA-trained on all of ``data``.
-
-    Args:
-        base: the pre-trained model (not modified).
-        lora: adapter targets, rank and scaling.
-        data: every source's samples.
-        config: optimisation settings (the spec: AdamW 1e-3, about 10 epochs).
-        key: PRNG key of the adapters' ``A`` initialisation.
-        progress: progress bar.
-
-    Returns:
-        The meta-trained model (base weights shared by value with ``base``, adapters trained).
-    """
-    model = nnx.clone(base)
-    apply_lora(model, lora, rngs=nnx.Rngs(params=key))
-    train_model(model, data, config, progress=progress, description="stage B (theta*)")
     return model
 
 

@@ -35,16 +35,16 @@ def _checkpoints(text: str):
 def cmd_trajectories(a: argparse.Namespace) -> None:
     from flax import nnx
 
-    from ...data import load_task, load_tokenizer, tokenize_examples
-    from ...lora import LoraConfig, apply_lora
-    from ...models import load_pretrained
-    from ...training import TrainConfig, data_mesh, maybe_initialize_distributed
-    from ._trajectories import (
+    from jaxlaw.data import load_task, load_tokenizer, tokenize_examples
+    from jaxlaw.data_selection.s2l._trajectories import (
         checkpoint_steps,
         record_trajectories,
         save_trajectories,
         trajectories_from_checkpoints,
     )
+    from jaxlaw.lora import LoraConfig, apply_lora
+    from jaxlaw.models import load_pretrained
+    from jaxlaw.training import TrainConfig, data_mesh, maybe_initialize_distributed
 
     maybe_initialize_distributed()
     model_dir = Path(a.model)
@@ -144,9 +144,13 @@ def cmd_select(a: argparse.Namespace) -> None:
     import jax.random as jr
     import numpy as np
 
-    from ._baselines import select_by_score, select_random, select_stratified
-    from ._select import s2l_select
-    from ._trajectories import load_trajectories
+    from jaxlaw.data_selection.s2l._baselines import (
+        select_by_score,
+        select_random,
+        select_stratified,
+    )
+    from jaxlaw.data_selection.s2l._select import s2l_select
+    from jaxlaw.data_selection.s2l._trajectories import load_trajectories
 
     traj, meta = load_trajectories(a.trajectories)
     if a.drop_empty:
@@ -201,7 +205,7 @@ def cmd_select(a: argparse.Namespace) -> None:
     if a.plot:
         if labels is None:
             labels = src  # no clusters: show the sources
-        from ._plot import plot_selection
+        from jaxlaw.data_selection.s2l._plot import plot_selection
 
         plot_selection(
             a.plot,
@@ -216,7 +220,7 @@ def cmd_select(a: argparse.Namespace) -> None:
 
 def _write_subset(a: argparse.Namespace, meta: dict, ids) -> None:
     """The chosen records of the pool file, in id order, as JSON lines."""
-    from ...data import load_records
+    from jaxlaw.data import load_records
 
     data = a.data or meta.get("data")
     if not data or not Path(data).is_file():

@@ -40,12 +40,17 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Float, Int
 
-from ..._types import Array, Bool, Key
-from ...data import TokenizedSet, take, tokenize_examples, train_tokenizer
-from ...lora import split_lora
-from ...training import Batch, TrainConfig, make_optimizer, make_train_step
-from ...training._optim import compile_key
-from ._trajectories import Trajectories, _stack, checkpoint_steps, stacked_losses
+from jaxlaw._types import Array, Bool, Key
+from jaxlaw.data import TokenizedSet, take, tokenize_examples, train_tokenizer
+from jaxlaw.data_selection.s2l._trajectories import (
+    Trajectories,
+    _stack,
+    checkpoint_steps,
+    stacked_losses,
+)
+from jaxlaw.lora import split_lora
+from jaxlaw.training import Batch, TrainConfig, make_optimizer, make_train_step
+from jaxlaw.training._optim import compile_key
 
 # ---------------------------------------------------------------------------------------------
 # The multi-skill token toy (spec §3.2, s2l_pilot.py).
@@ -704,9 +709,9 @@ def select_arms(
     Raises:
         ValueError: unknown arm, or ``embed_kmeans`` without embeddings.
     """
-    from ._baselines import select_random, select_stratified
-    from ._kmeans import KMeansResult
-    from ._select import s2l_select
+    from jaxlaw.data_selection.s2l._baselines import select_random, select_stratified
+    from jaxlaw.data_selection.s2l._kmeans import KMeansResult
+    from jaxlaw.data_selection.s2l._select import s2l_select
 
     unknown = [a for a in arms if a not in ARMS]
     if unknown:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...cli import _print_table
+from ._tables import print_table
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter.json"
@@ -35,8 +35,8 @@ def save_adapter(model, lora_config, directory: str | Path, meta: dict | None = 
     """Write ``model``'s LoRA tensors (safetensors, dotted paths) and their config to a folder."""
     from safetensors.numpy import save_file
 
-    from ...lora import split_lora
-    from ._projection import tree_paths
+    from jaxlaw.data_selection.gradex._projection import tree_paths
+    from jaxlaw.lora import split_lora
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -64,8 +64,8 @@ def load_adapter(model, directory: str | Path) -> dict:
     from flax import nnx
     from safetensors.numpy import load_file
 
-    from ...lora import LoraConfig, apply_lora, split_lora
-    from ._projection import tree_paths
+    from jaxlaw.data_selection.gradex._projection import tree_paths
+    from jaxlaw.lora import LoraConfig, apply_lora, split_lora
 
     directory = Path(directory)
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
@@ -132,8 +132,8 @@ def _model_dir(path: str | Path) -> Path:
 
 
 def _load_model(model_dir: str | Path, lora_dir: str | Path | None):
-    from ...data import load_tokenizer
-    from ...models import load_pretrained
+    from jaxlaw.data import load_tokenizer
+    from jaxlaw.models import load_pretrained
 
     d = _model_dir(model_dir)
     model, _ = load_pretrained(d)
@@ -147,7 +147,7 @@ def _tokenized(tokenizer, path, fields: dict, seq_len: int | None, *, sources: s
                max_len: int):  # fmt: skip
     """Tokenise a prompt/response file; the default length is a bucket within the model's
     context (``max_len``), so a model with learned positions never sees a longer row."""
-    from ...data import BUCKETS, load_task, tokenize_examples
+    from jaxlaw.data import BUCKETS, load_task, tokenize_examples
 
     task = load_task(path, source_field=sources, **fields)
     if all(not r for r in task.responses):
@@ -173,7 +173,7 @@ class _Run:
     """What `estimate` and `select` need: theta*, its gradients, the pool and the target."""
 
     def __init__(self, a):
-        from ._store import check_model, load_grads
+        from jaxlaw.data_selection.gradex._store import check_model, load_grads
 
         grads_dir = Path(a.grads)
         self.pg, self.projections, self.meta = load_grads(grads_dir)
@@ -205,7 +205,7 @@ class _Run:
 
     def pool(self):
         """The training pool the gradients were computed on (for real fine-tunes)."""
-        from ._store import data_fingerprint
+        from jaxlaw.data_selection.gradex._store import data_fingerprint
 
         if self._pool is None:
             data = self.a.data or self.run.get("data")
@@ -228,7 +228,7 @@ class _Run:
         """``[subsets, sources]`` bool from explicit source lists, else random."""
         import jax.random as jr
 
-        from ._fit import subset_masks
+        from jaxlaw.data_selection.gradex._fit import subset_masks
 
         k = len(self.sources)
         if names:
@@ -256,9 +256,13 @@ class _Run:
         return np.asarray(subset_masks(jr.key(seed), k, n, size))
 
     def estimate(self, Z: np.ndarray, *, scale: float, target=None, mode=None) -> np.ndarray:
-        from ._estimate import estimate_lifted, estimate_linear, lora_norm
-        from ._fit import fit_subsets, sample_mask
-        from ._grads import projected_grads
+        from jaxlaw.data_selection.gradex._estimate import (
+            estimate_lifted,
+            estimate_linear,
+            lora_norm,
+        )
+        from jaxlaw.data_selection.gradex._fit import fit_subsets, sample_mask
+        from jaxlaw.data_selection.gradex._grads import projected_grads
 
         target = self.target if target is None else target
         a = self.a
@@ -282,7 +286,7 @@ class _Run:
                 progress=not self.quiet,
             )
         if self._linear is None or target is not self.target:
-            from ...training import evaluate, mean_loss
+            from jaxlaw.training import evaluate, mean_loss
 
             tg = projected_grads(
                 self.model, target, self.projections, eps=self.meta["eps"], progress=not self.quiet
@@ -311,9 +315,9 @@ class _Run:
         """Real LoRA fine-tunes from theta* on each subset; their target losses."""
         import jax.random as jr
 
-        from ...training import TrainConfig
-        from ._fit import sample_mask
-        from ._pipeline import finetune_subsets, subset_losses
+        from jaxlaw.data_selection.gradex._finetune import finetune_subsets, subset_losses
+        from jaxlaw.data_selection.gradex._fit import sample_mask
+        from jaxlaw.training import TrainConfig
 
         a = self.a
         pool = self.pool()
@@ -331,9 +335,9 @@ class _Run:
 def cmd_meta_train(a: argparse.Namespace) -> None:
     import jax.random as jr
 
-    from ...lora import LoraConfig
-    from ...training import TrainConfig, evaluate, mean_loss
-    from ._pipeline import meta_train
+    from jaxlaw.data_selection.gradex._finetune import meta_train
+    from jaxlaw.lora import LoraConfig
+    from jaxlaw.training import TrainConfig, evaluate, mean_loss
 
     base, tokenizer = _load_model(a.model, None)
     data = _tokenized(tokenizer, a.data, _fields(a), a.seq_len, sources=a.sources,
@@ -375,9 +379,9 @@ def cmd_meta_train(a: argparse.Namespace) -> None:
 
 
 def cmd_grads(a: argparse.Namespace) -> None:
-    from ...lora import split_lora
-    from ._grads import projected_grads
-    from ._projection import Projection
+    from jaxlaw.data_selection.gradex._grads import projected_grads
+    from jaxlaw.data_selection.gradex._projection import Projection
+    from jaxlaw.lora import split_lora
 
     if a.projections < 1:
         raise ValueError(f"--projections must be >= 1, got {a.projections}")
@@ -427,7 +431,7 @@ def cmd_estimate(a: argparse.Namespace) -> None:
     Z = r.subsets(a.subset, a.subsets, a.frac, a.seed)
     scale = a.scale
     if a.calibrate:
-        from ._estimate import calibrate_scale
+        from jaxlaw.data_selection.gradex._estimate import calibrate_scale
 
         # Calibration subsets that span the range of losses, picked without labels: evenly
         # spaced ranks of the cheap linear-mode estimate among 16x as many random subsets.
@@ -453,8 +457,8 @@ def cmd_estimate(a: argparse.Namespace) -> None:
         }
     )
     if a.validate:
-        from ...training import evaluate, mean_loss
-        from ._pipeline import compare_estimates
+        from jaxlaw.data_selection.gradex._finetune import compare_estimates
+        from jaxlaw.training import evaluate, mean_loss
 
         n_val = min(a.validate, len(Z))
         truth = r.finetune(Z[:n_val], a.seed)
@@ -488,7 +492,7 @@ def cmd_estimate(a: argparse.Namespace) -> None:
     if a.plot:
         if "true_loss" not in df.columns:
             raise ValueError("--plot draws estimates against real losses: add --validate N")
-        from ._plot import plot_estimates
+        from jaxlaw.data_selection.gradex._plot import plot_estimates
 
         ok = df["true_loss"].notna().to_numpy()
         if ok.sum() < 2:
@@ -498,7 +502,11 @@ def cmd_estimate(a: argparse.Namespace) -> None:
 
 
 def cmd_select(a: argparse.Namespace) -> None:
-    from ._select import forward_selection, random_ensemble, select_threshold
+    from jaxlaw.data_selection.gradex._select import (
+        forward_selection,
+        random_ensemble,
+        select_threshold,
+    )
 
     if (a.top_k is None) == (a.gamma is None) and a.method == "ensemble":
         raise ValueError("give exactly one of --top-k and --gamma")
@@ -537,7 +545,7 @@ def cmd_select(a: argparse.Namespace) -> None:
         if scores is not None:
             row += [f"{scores[s]:.4f}", str(int(counts[s]))]
         rows.append(row)
-    _print_table(title, header, rows)
+    print_table(title, header, rows)
     names = [r.sources[s] for s in np.flatnonzero(selected)]
     print(f"selected {len(names)} of {k} sources")
     if a.validate:
@@ -552,7 +560,7 @@ def cmd_select(a: argparse.Namespace) -> None:
         Path(a.out).write_text("".join(n + "\n" for n in names))
         print(f"wrote {a.out}")
     if a.plot and scores is not None:
-        from ._plot import plot_scores
+        from jaxlaw.data_selection.gradex._plot import plot_scores
 
         plot_scores(a.plot, r.sources, scores, selected=selected)
         print(f"wrote {a.plot}")

@@ -29,8 +29,8 @@ import numpy as np
 from jaxtyping import Bool
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-from ..._types import Key
-from ...data import ENDOFTEXT, Examples, TextTokenizer, TokenizedSet, tokenize_examples
+from jaxlaw._types import Key
+from jaxlaw.data import ENDOFTEXT, Examples, TextTokenizer, TokenizedSet, tokenize_examples
 
 PAD = "<pad>"
 # Digits 0-9 keep their own value as id, so a token row reads as the digits it holds.

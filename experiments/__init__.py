@@ -1,0 +1,1 @@
+"""Experiments: thin scripts over jaxlaw; run as ``python -m experiments.<study>.run``."""

@@ -1,0 +1,1 @@
+"""GradEx validation experiments (the 20-source addition task, a real-text variant)."""
