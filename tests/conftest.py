@@ -7,6 +7,9 @@ import jax
 import jax.random as jr
 import pytest
 
+# `jaxlaw.cli.main` called in-process must not write to the user cache; test_cli_package
+# checks the cache in subprocesses with their own JAXLAW_CACHE_DIR.
+os.environ.setdefault("JAXLAW_NO_CACHE", "1")
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -116,7 +116,7 @@ def test_sweep_cli_and_bad_input(candidates, tmp_path, capsys):
         str(tmp_path / "train.jsonl"),
         "--eval",
         str(tmp_path / "eval.jsonl"),
-        "--rank",
+        "--lora-rank",
         "2",
         "--batch-size",
         "8",

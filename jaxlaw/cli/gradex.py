@@ -21,12 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ._flags import add_config, from_args
 from ._tables import print_table
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter.json"
 RUN_FILE = "gradex_run.json"  # written by `grads` beside the gradient store
-DEFAULT_TARGETS = r"attn\.(qkv|q_proj|k_proj|v_proj)$"  # q, k, v (spec 2.1)
+TARGETS = r"attn\.(qkv|q_proj|k_proj|v_proj)$"  # GradEx adapts q, k and v (spec 2.1)
+# TrainConfig fields the commands set themselves or do not use.
+TRAIN_SKIP = ("steps", "log_every", "checkpoint_every", "keep_checkpoints")
 
 # ------------------------------------------------------------------------ LoRA on disk
 
@@ -282,7 +285,7 @@ class _Run:
                 scale=scale,
                 theta_norm=theta_norm,
                 gram=grams,
-                batch_size=a.batch_size,
+                batch_size=a.eval_batch,
                 progress=not self.quiet,
             )
         if self._linear is None or target is not self.target:
@@ -291,7 +294,7 @@ class _Run:
             tg = projected_grads(
                 self.model, target, self.projections, eps=self.meta["eps"], progress=not self.quiet
             )
-            self._linear = (tg, mean_loss(evaluate(self.model, target, batch_size=a.batch_size)))
+            self._linear = (tg, mean_loss(evaluate(self.model, target, batch_size=a.eval_batch)))
         tg, anchor = self._linear
         return np.mean(
             [
@@ -321,12 +324,12 @@ class _Run:
 
         a = self.a
         pool = self.pool()
-        cfg = TrainConfig(steps=a.ft_steps, batch_size=a.ft_batch_size, lr=a.ft_lr, warmup_steps=0)
+        cfg = from_args(a, TrainConfig, prefix="ft-", skip=TRAIN_SKIP)
         mask = np.asarray(sample_mask(Z, pool.source_id))
         ft = finetune_subsets(
             self.model, pool, mask, cfg, key=jr.key(seed), progress=not self.quiet
         )
-        return subset_losses(self.model, ft.lora, self.target, batch_size=a.batch_size)
+        return subset_losses(self.model, ft.lora, self.target, batch_size=a.eval_batch)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -342,19 +345,10 @@ def cmd_meta_train(a: argparse.Namespace) -> None:
     base, tokenizer = _load_model(a.model, None)
     data = _tokenized(tokenizer, a.data, _fields(a), a.seq_len, sources=a.sources,
                       max_len=base.config.max_positions)  # fmt: skip
-    lcfg = LoraConfig(
-        targets=a.lora_targets, rank=a.lora_rank, alpha=a.lora_alpha, dropout=a.lora_dropout
-    )
+    lcfg = from_args(a, LoraConfig, prefix="lora-")
     n = data.tokens.shape[0]
     steps = a.steps or max(1, int(round(a.epochs * n / a.batch_size)))
-    cfg = TrainConfig(
-        steps=steps,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        warmup_steps=a.warmup,
-        weight_decay=a.weight_decay,
-        seed=a.seed,
-    )
+    cfg = from_args(a, TrainConfig, skip=TRAIN_SKIP, steps=steps)
     theta = meta_train(base, lcfg, data, cfg, key=jr.key(a.seed), progress=not a.quiet)
     loss = mean_loss(evaluate(theta, data, batch_size=a.batch_size))
     save_adapter(
@@ -466,7 +460,7 @@ def cmd_estimate(a: argparse.Namespace) -> None:
         if n_val >= 3:
             import jax.random as jr
 
-            const = mean_loss(evaluate(r.model, r.target, batch_size=a.batch_size))
+            const = mean_loss(evaluate(r.model, r.target, batch_size=a.eval_batch))
             m = compare_estimates(est[:n_val], truth, const, key=jr.key(a.seed), n_bootstrap=1000)
             print(
                 f"validation on {n_val} real fine-tunes ({a.ft_steps} steps each): "
@@ -617,22 +611,28 @@ def _common_query(p: argparse.ArgumentParser) -> None:
         default=0.2,
         help="||D_S|| / ||theta*_LoRA|| (calibrate it on held-out subsets)",
     )
-    p.add_argument("--batch-size", type=int, default=32, help="target rows per forward pass")
-    p.add_argument("--ft-steps", type=int, default=40, help="steps of each real fine-tune")
-    p.add_argument("--ft-batch-size", type=int, default=32)
-    p.add_argument("--ft-lr", type=float, default=1e-3)
+    p.add_argument("--eval-batch", type=int, default=32, help="target rows per forward pass")
     p.add_argument("--seed", type=int, default=0)
+    from jaxlaw.training import TrainConfig
+
+    add_config(
+        p,
+        TrainConfig,
+        prefix="ft-",
+        skip=TRAIN_SKIP,
+        defaults=dict(steps=40, batch_size=32, warmup_steps=0),
+        title="real fine-tunes (--validate, --calibrate): TrainConfig",
+    )
     _common_data(p, default=False)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``jaxlaw gradex`` and its subcommands on the top-level parser's subparsers."""
-    g = sub.add_parser(
-        "gradex",
-        help="estimate fine-tuned losses of data-source subsets from gradients (GradEx)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(g: argparse.ArgumentParser) -> None:
+    """The ``jaxlaw gradex`` subcommands."""
+    from jaxlaw.lora import LoraConfig
+    from jaxlaw.training import TrainConfig
+
+    g.description = __doc__
+    g.formatter_class = argparse.RawDescriptionHelpFormatter
     gsub = g.add_subparsers(dest="gradex_command", required=True)
 
     m = gsub.add_parser(
@@ -646,21 +646,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--data", required=True, help="the pool (.jsonl/.json/.csv)")
     m.add_argument("--sources", required=True, help="field naming each example's source")
     m.add_argument("--out", required=True, help="adapter folder to write")
-    m.add_argument("--lora-rank", type=int, default=4)
-    m.add_argument("--lora-alpha", type=float, default=8.0)
-    m.add_argument(
-        "--lora-targets",
-        default=DEFAULT_TARGETS,
-        help="regex over module paths (default: q, k, v or the fused qkv)",
-    )
-    m.add_argument("--lora-dropout", type=float, default=0.0)
-    m.add_argument("--epochs", type=float, default=10.0)
-    m.add_argument("--steps", type=int, default=None, help="overrides --epochs")
-    m.add_argument("--batch-size", type=int, default=32)
-    m.add_argument("--lr", type=float, default=1e-3)
-    m.add_argument("--warmup", type=int, default=10)
-    m.add_argument("--weight-decay", type=float, default=0.0)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--epochs", type=float, default=10.0, help="passes over the pool")
+    m.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    add_config(m, LoraConfig, prefix="lora-", defaults=dict(rank=4, alpha=8.0, targets=TARGETS))
+    add_config(m, TrainConfig, skip=TRAIN_SKIP, defaults=dict(batch_size=32))
     _common_data(m)
     m.set_defaults(run=cmd_meta_train)
 

@@ -17,6 +17,10 @@ import json
 import math
 from pathlib import Path
 
+from ._flags import add_config, from_args
+
+# TrainConfig fields `s2l trajectories` sets itself (--steps/--epochs, --warmup-steps, checkpoints).
+TRAIN_SKIP = ("steps", "warmup_steps", "log_every", "checkpoint_every", "keep_checkpoints")
 METHODS = ("s2l", "random", "stratified", "high-loss", "low-loss", "final-loss-clusters")
 
 
@@ -65,9 +69,7 @@ def cmd_trajectories(a: argparse.Namespace) -> None:
     )
     trainable = nnx.Param
     if a.lora_rank:
-        apply_lora(
-            model, LoraConfig(rank=a.lora_rank, alpha=2.0 * a.lora_rank), rngs=nnx.Rngs(a.seed)
-        )
+        apply_lora(model, from_args(a, LoraConfig, prefix="lora-"), rngs=nnx.Rngs(a.seed))
         trainable = nnx.LoRAParam
     mesh = data_mesh() if a.data_parallel else None
     meta = dict(
@@ -97,14 +99,13 @@ def cmd_trajectories(a: argparse.Namespace) -> None:
         n = pool.n_examples
         steps = a.steps or max(1, math.ceil(a.epochs * n / a.batch_size))
         t = a.checkpoints if isinstance(a.checkpoints, int) else len(a.checkpoints)
-        config = TrainConfig(
+        warmup = int(math.ceil(0.03 * steps)) if a.warmup_steps is None else a.warmup_steps
+        config = from_args(
+            a,
+            TrainConfig,
+            skip=TRAIN_SKIP,
             steps=steps,
-            batch_size=a.batch_size,
-            lr=a.lr,
-            warmup_steps=int(math.ceil(a.warmup_ratio * steps)),
-            end_lr_ratio=0.0,
-            weight_decay=a.weight_decay,
-            seed=a.seed,
+            warmup_steps=warmup,
             checkpoint_every=max(1, steps // t) if a.save_checkpoints else 0,
             keep_checkpoints=t + 1,
         )
@@ -237,13 +238,12 @@ def _write_subset(a: argparse.Namespace, meta: dict, ids) -> None:
     print(f"wrote {a.subset_out}")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``jaxlaw s2l`` and its subcommands on the top-level parser's subparsers."""
-    p = sub.add_parser(
-        "s2l",
-        help="S2L data selection from a small proxy's loss trajectories",
-        description=__doc__.split("\n\n")[0].replace("``", ""),
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``jaxlaw s2l`` subcommands."""
+    from jaxlaw.lora import LoraConfig
+    from jaxlaw.training import TrainConfig
+
+    p.description = __doc__.split("\n\n")[0].replace("``", "")
     ssub = p.add_subparsers(dest="s2l_command", required=True)
     t = ssub.add_parser(
         "trajectories",
@@ -265,13 +265,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--response-field", default="response")
     t.add_argument("--source-field", default=None, help="field naming each example's source")
     t.add_argument("--seq-len", type=int, default=None, help="default: smallest bucket that fits")
-    t.add_argument("--epochs", type=float, default=3.0)
-    t.add_argument("--steps", type=int, default=None, help="overrides --epochs")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=2e-5)
-    t.add_argument("--warmup-ratio", type=float, default=0.03)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--lora-rank", type=int, default=0, help="LoRA proxy (0: full fine-tuning)")
+    t.add_argument("--epochs", type=float, default=3.0, help="passes over the pool")
+    t.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    t.add_argument(
+        "--warmup-steps", type=int, default=None, help="linear warmup (default: 3%% of the steps)"
+    )
+    add_config(
+        t,
+        TrainConfig,
+        skip=TRAIN_SKIP,
+        defaults=dict(batch_size=32, lr=2e-5, end_lr_ratio=0.0),
+    )
+    add_config(
+        t,
+        LoraConfig,
+        prefix="lora-",
+        defaults=dict(rank=0),
+        title="LoraConfig (--lora-rank 0: full fine-tuning of the proxy)",
+    )
     t.add_argument("--eval-batch", type=int, default=64, help="examples per sweep batch")
     t.add_argument("--save-checkpoints", default=None, help="also write orbax checkpoints here")
     t.add_argument(
@@ -285,7 +296,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="offline: evaluate all checkpoints in one vmapped pass",
     )
     t.add_argument("--data-parallel", action="store_true", help="split batches over all devices")
-    t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(run=cmd_trajectories)
 
@@ -301,7 +311,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="split the budget over sources first, k-means per source (reference)",
     )
     s.add_argument("--transform", default="raw", choices=("raw", "log", "zscore"))
-    s.add_argument("--init", default="random", choices=("random", "kmeans++"))
+    s.add_argument(
+        "--init",
+        default="kmeans++",
+        choices=("kmeans++", "random"),
+        help="k-means initialisation (random: the reference code's; default kmeans++)",
+    )
     s.add_argument(
         "--fill",
         type=float,

@@ -13,6 +13,8 @@ Each start is solved by Levenberg-Marquardt (MSE in log space) or BFGS (Huber), 
 masked argmin. ``faithful=True`` runs the reference code's own procedures, for parity.
 """
 
+from ._aot import cached_fit_curves as cached_fit_curves
+from ._aot import use_export_cache as use_export_cache
 from ._fit import fit_curve as fit_curve
 from ._fit import fit_curves as fit_curves
 from ._fit import predict as predict

@@ -1,14 +1,14 @@
-"""Batched multi-start least-squares fits of a `Law` with optimistix."""
+"""Batched multi-start least-squares fits of a `Law` (Levenberg-Marquardt; BFGS for Huber)."""
 
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import optimistix as optx
 
 from .._types import Array, ArrayLike, Bool, Float, Key
 from ..laws import RECTIFIED, VANILLA, Law
+from . import _lm as lm
 from ._reference import fit_rectified_reference, fit_vanilla_reference
 from ._result import FitResult, clean_points, huber
 
@@ -23,19 +23,23 @@ def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
     n = jnp.maximum(mask.sum(), 1).astype(log_l.dtype)
     if loss == "mse":
         # LM minimises 0.5 * sum(r^2); the 1/sqrt(n) scale makes that half the MSE.
-        fn = lambda p, _: residuals(law, p, log_d, log_l, mask) / jnp.sqrt(n)  # noqa: E731
-        solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
-        sol = optx.least_squares(fn, solver, p0, max_steps=max_steps, throw=False)
+        fn = lambda p: residuals(law, p, log_d, log_l, mask) / jnp.sqrt(n)  # noqa: E731
+        sol = lm.least_squares(fn, p0, max_steps=max_steps, rtol=rtol, atol=atol)
+        value_, converged, steps = sol.value, sol.converged, sol.steps
+        capped = ~converged & (steps >= max_steps)
     else:
         fn = lambda p, _: huber(residuals(law, p, log_d, log_l, mask), delta).sum()  # noqa: E731
+        import optimistix as optx  # only the Huber fits need it (a slow import)
+
         solver = optx.BFGS(rtol=rtol, atol=atol)
         sol = optx.minimise(fn, solver, p0, max_steps=max_steps, throw=False)
-    r = residuals(law, sol.value, log_d, log_l, mask)
+        value_, steps = sol.value, sol.stats["num_steps"]
+        converged = sol.result == optx.RESULTS.successful
+        capped = sol.result == optx.RESULTS.nonlinear_max_steps_reached
+    r = residuals(law, value_, log_d, log_l, mask)
     value = (r**2).sum() / n if loss == "mse" else huber(r, delta).sum()
-    converged = sol.result == optx.RESULTS.successful
-    capped = sol.result == optx.RESULTS.nonlinear_max_steps_reached
     usable = (converged | capped) & jnp.isfinite(value)
-    return sol.value, jnp.where(usable, value, jnp.inf), usable, converged, sol.stats["num_steps"]
+    return value_, jnp.where(usable, value, jnp.inf), usable, converged, steps
 
 
 def fit_curve(

@@ -8,7 +8,6 @@ Huber fit from 10 uniform random starts for the vanilla law. Use `fit_curves` fo
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import optimistix as optx
 
 from .._types import Array, ArrayLike, Bool, Float, Key
 from ..laws import RectifiedCode, VanillaCode, rectified_code, vanilla_code
@@ -21,6 +20,8 @@ def _mmean(v: Array, w: Array) -> Array:
 
 def _bfgs(fn, y0, max_steps, rtol, atol):
     """(solution, converged, steps) of an optimistix BFGS run."""
+    import optimistix as optx  # a slow import, needed only by the faithful fits
+
     sol = optx.minimise(fn, optx.BFGS(rtol=rtol, atol=atol), y0, max_steps=max_steps, throw=False)
     return sol.value, sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
 

@@ -10,11 +10,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 
 from ..data import LossTable, check_fit_points
-from ..fitting import fit_curves
+from ..fitting import cached_fit_curves
 from ..laws import RECTIFIED, VANILLA, get_law
 from ._budget import budget_mask
 
@@ -82,7 +81,7 @@ def our_fit(
     log_d, log_l, mask = _curves(table, budgets, use_zero_shot, zero_as)
     # In reference mode, where the reference's acceptance test (A > Ec) fails it would return
     # None and crash; we predict from the fitted parameters anyway (4 of 630 curves, WMT19).
-    fit = fit_curves(RECTIFIED, log_d, log_l, mask, key=jr.key(seed), faithful=mode == "reference")
+    fit = cached_fit_curves(RECTIFIED, log_d, log_l, mask, seed=seed, faithful=mode == "reference")
     pred = jnp.exp(jax.vmap(RECTIFIED.predict, in_axes=(0, None))(fit.params, math.log(target)))
     return np.asarray(pred).reshape(len(budgets), -1)
 
@@ -112,7 +111,7 @@ def vanilla_fit(
     """
     _check_mode(mode)
     log_d, log_l, mask = _curves(table, budgets, False, None)
-    fit = fit_curves(VANILLA, log_d, log_l, mask, key=jr.key(seed), faithful=mode == "reference")
+    fit = cached_fit_curves(VANILLA, log_d, log_l, mask, seed=seed, faithful=mode == "reference")
     pred = np.asarray(
         jnp.exp(jax.vmap(VANILLA.predict, in_axes=(0, None))(fit.params, math.log(target)))
     )
@@ -183,12 +182,12 @@ def fit_table(
     with np.errstate(divide="ignore", invalid="ignore"):
         log_d = np.log(table.sizes.astype(np.float64))
         log_l = np.log(table.loss)
-    fit = fit_curves(
+    fit = cached_fit_curves(
         the_law,
         log_d,
         log_l,
         mask,
-        key=jr.key(seed),
+        seed=seed,
         n_inits=n_inits,
         loss=loss,
         delta=delta,
