@@ -1,4 +1,9 @@
-"""Shared test setup: float64 everywhere, rank-promotion errors, the data root."""
+"""Shared test setup: float64 everywhere, rank-promotion errors, where the data live.
+
+Paper tables come from the copy bundled in the package (`data_root`, never skips). Text corpora
+are not bundled: `text_root` is ``$JAXLAW_DATA``, else the shared folder beside the repo, and
+skips the test with the reason when that folder holds no ``text/``.
+"""
 
 import os
 from pathlib import Path
@@ -14,7 +19,9 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("JAXLAW_DATA", REPO.parent / "shared" / "data"))
+# The originals of the bundled tables (and the text corpora), when the repo sits beside them.
+SHARED = REPO.parent / "shared" / "data"
+TEXT = Path(os.environ.get("JAXLAW_DATA") or SHARED)
 
 
 @pytest.fixture
@@ -30,6 +37,18 @@ def strict_dtypes():
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    if not (DATA / "rectified" / "flan.csv").exists():
-        pytest.skip(f"reference data not found at {DATA} (set JAXLAW_DATA)")
-    return DATA
+    """The paper tables bundled with jaxlaw (``rectified/``, ``obscaling/``), whatever the env."""
+    from jaxlaw.data import bundled_root
+
+    return bundled_root()
+
+
+@pytest.fixture(scope="session")
+def text_root() -> Path:
+    """A folder holding ``text/`` (GSM8K, tinyshakespeare); skips when there is none."""
+    if not (TEXT / "text").is_dir():
+        pytest.skip(
+            f"text corpora not found at {TEXT / 'text'} (they are not bundled: "
+            "set JAXLAW_DATA to a folder holding text/)"
+        )
+    return TEXT

@@ -1,6 +1,9 @@
 """jaxlaw.data: loss-table loading, validation and alignment by name."""
 
+import hashlib
+import re
 import tempfile
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -10,11 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import jaxlaw.data
 from jaxlaw.data import (
     DATASETS,
     LossTable,
     TableError,
+    bundled_root,
     check_fit_points,
+    data_root,
     load_dataset,
     load_table,
     table_from_frame,
@@ -90,14 +96,125 @@ def test_alignment_by_name(data_root):
     )
 
 
-def test_root_resolution(data_root, monkeypatch, tmp_path):
-    monkeypatch.setenv("JAXLAW_DATA", str(data_root))
-    np.testing.assert_array_equal(load_dataset("flan").loss, load_dataset("flan", data_root).loss)
-    monkeypatch.setenv("JAXLAW_DATA", str(tmp_path))
-    with pytest.raises(TableError, match="set JAXLAW_DATA"):
-        load_dataset("flan")
-    with pytest.raises(TableError, match="'nope'.*available: flan, gigaword, wmt19"):
-        load_dataset("nope", data_root)
+# ---------------------------------------------------------------- bundled tables and overrides
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # originals, when beside the repo
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def _bundled_files() -> list[str]:
+    return sorted(p.relative_to(bundled_root()).as_posix() for p in bundled_root().rglob("*.csv"))
+
+
+def _blob_id(data: bytes) -> str:
+    """The git object id of a file's bytes (what ``git hash-object`` prints)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_bundled_tables_are_the_default(monkeypatch):
+    """Guards the fix for tables living only in ../shared/data: with JAXLAW_DATA unset the
+    loaders read the copy inside the installed package."""
+    monkeypatch.delenv("JAXLAW_DATA", raising=False)
+    assert bundled_root() == Path(jaxlaw.data.__file__).parent / "tables"
+    assert data_root() == bundled_root()
+    for name in DATASETS:
+        t = load_dataset(name)
+        assert t.loss.shape == (30, 15)
+        want = load_table(bundled_root() / "rectified" / f"{name}.csv", name=name)
+        np.testing.assert_array_equal(t.loss, want.loss)
+    monkeypatch.setenv("JAXLAW_DATA", "")  # empty means unset (a Makefile may export it empty)
+    assert data_root() == bundled_root()
+
+
+def test_bundled_files_match_their_recorded_source():
+    """Every bundled CSV is listed in tables/README.md with the git blob id of the file at the
+    source commit; the bytes here must still hash to it (nothing was changed)."""
+    readme = (bundled_root() / "README.md").read_text()
+    # | `file` | `source path` | rows x cols | bytes | `blob` |
+    row = r"^\| `([\w/.]+\.csv)` \| `[\w/.]+` \| (\d+) x (\d+) \| (\d+) \| `(\w{40})` \|$"
+    rows = re.findall(row, readme, flags=re.M)
+    assert sorted(r[0] for r in rows) == _bundled_files() and len(rows) == 8
+    for rel, n_rows, n_cols, n_bytes, blob in rows:
+        data = (bundled_root() / rel).read_bytes()
+        assert (len(data), _blob_id(data)) == (int(n_bytes), blob), rel
+        header, *body = pd.read_csv(bundled_root() / rel, header=None, dtype=str).to_numpy()
+        assert (len(body), len(header)) == (int(n_rows), int(n_cols)), rel
+    assert "Apache License" in (bundled_root() / "LICENSE").read_text()
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared originals at {SHARED} to compare")
+def test_bundled_files_equal_the_shared_originals():
+    shared = sorted(
+        p.relative_to(SHARED).as_posix()
+        for sub in ("rectified", "obscaling")
+        for p in (SHARED / sub).glob("*.csv")
+    )
+    assert _bundled_files() == shared
+    for rel in shared:
+        assert (bundled_root() / rel).read_bytes() == (SHARED / rel).read_bytes(), rel
+
+
+def test_package_data_declares_every_bundled_file():
+    """A non-editable install ships only what pyproject's package-data globs match."""
+    globs = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]
+    pkg = bundled_root().parent  # jaxlaw/data
+    shipped = {p for g in globs["jaxlaw.data"] for p in pkg.glob(g)}
+    assert shipped == {p for p in bundled_root().rglob("*") if p.is_file()}
+
+
+def _override(tmp: Path, models: int = 2) -> Path:
+    """A data folder whose flan.csv holds the first ``models`` rows of the bundled one."""
+    (tmp / "rectified").mkdir(parents=True)
+    lines = (bundled_root() / "rectified" / "flan.csv").read_text().splitlines(keepends=True)
+    (tmp / "rectified" / "flan.csv").write_text("".join(lines[: models + 1]))
+    return tmp
+
+
+def test_override_wins(monkeypatch, tmp_path):
+    over = _override(tmp_path / "over")
+    monkeypatch.setenv("JAXLAW_DATA", str(over))
+    assert data_root() == over
+    assert len(load_dataset("flan").models) == 2
+    # An explicit root (the CLI's --data) beats the environment.
+    assert len(load_dataset("flan", bundled_root()).models) == 30
+    monkeypatch.delenv("JAXLAW_DATA")
+    assert len(load_dataset("flan", over).models) == 2
+    assert len(load_dataset("flan").models) == 30
+
+
+def test_missing_override_is_one_line_naming_the_path(monkeypatch, tmp_path):
+    absent = tmp_path / "absent"
+    monkeypatch.setenv("JAXLAW_DATA", str(absent))
+    for call in (data_root, lambda: load_dataset("flan")):
+        with pytest.raises(TableError) as e:
+            call()
+        assert str(e.value) == (
+            f"JAXLAW_DATA={absent} is not a directory "
+            "(unset it to use the tables bundled with jaxlaw)"
+        )
+    monkeypatch.delenv("JAXLAW_DATA")
+    (tmp_path / "file").write_text("x")
+    for root in (absent, tmp_path / "file"):
+        with pytest.raises(TableError, match=f"^data folder {re.escape(str(root))} is not a dir"):
+            load_dataset("flan", root)
+
+
+def test_table_missing_from_a_root(tmp_path):
+    with pytest.raises(TableError) as e:
+        load_dataset("flan", tmp_path)
+    assert str(e.value) == (
+        f"loss table 'flan' not found at {tmp_path / 'rectified' / 'flan.csv'}; no tables there; "
+        "omit --data / unset JAXLAW_DATA to use the tables bundled with jaxlaw"
+    )
+    with pytest.raises(TableError, match=r"'flan' not found.*; available: other$"):
+        (tmp_path / "rectified").mkdir()
+        (tmp_path / "rectified" / "other.csv").write_text("m,0\na,1\n")
+        load_dataset("flan", tmp_path)
+    with pytest.raises(
+        TableError,
+        match=r"'nope' not found.*available: flan, gigaword, wmt19; other tables are not bundled",
+    ):
+        load_dataset("nope", bundled_root())
 
 
 # ---------------------------------------------------------------- format and errors

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxlaw.data import TableError
+from jaxlaw.data import TableError, bundled_root
 from jaxlaw.observational._compute import family_r2, fit_equiv_flops, from_equiv, to_equiv
 from jaxlaw.observational._constants import (
     ALL8,
@@ -49,7 +49,6 @@ from jaxlaw.observational._split import (
 )
 from jaxlaw.observational._tables import (
     benchmark_matrix,
-    data_root,
     family_codes,
     load_benchmarks,
     merge_tables,
@@ -58,9 +57,9 @@ from jaxlaw.observational._tables import (
     validate_table,
 )
 
-DATA = data_root()  # $JAXLAW_DATA, else <repo>/../shared/data
-OBS = DATA / "obscaling"
+OBS = bundled_root() / "obscaling"  # the copy shipped in the package: these tests never skip
 BTLM = "cerebras/btlm-3b-8k-base"
+BTLM_WARNING = ".*known data error for 'cerebras/btlm-3b-8k-base'"  # silenced by message only
 
 # Spec §1: family sizes of the default 77-model table.
 FAMILY_SIZES = {
@@ -95,9 +94,7 @@ R2_77 = {
 
 @pytest.fixture(scope="module")
 def root() -> Path:
-    if not (OBS / "base_llm_benchmark_eval.csv").exists():
-        pytest.skip(f"observational-scaling data not found at {OBS} (set JAXLAW_DATA)")
-    return DATA
+    return bundled_root()
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +167,7 @@ def test_btlm_error_reported_or_fixed(root):
 
 def test_sub10b_is_a_row_subset(root):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=BTLM_WARNING)
         full = load_benchmarks(root=root, eval_families_only=False, include_preregistered=True)
         sub = load_benchmarks(
             "sub10b", root=root, eval_families_only=False, include_preregistered=True
@@ -187,7 +184,7 @@ def test_merged_task_tables(root, base77):
     assert lb.shape == (72, 7)
     # The leaderboard notebook: 148-row table, then EVAL-with-FLOPs families -> 47 models.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=BTLM_WARNING)
         full = load_benchmarks(root=root, eval_families_only=False, include_preregistered=True)
     merged = merge_tables(full, lb)
     merged = merged[merged[FAMILY].isin(EVAL_BASE_MODEL_WITH_FLOPS_FAMILIES)]
@@ -200,6 +197,53 @@ def test_merged_task_tables(root, base77):
     # Row order follows the base table; alignment is by name.
     shuffled = lb.sample(frac=1.0, random_state=0).reset_index(drop=True)
     pd.testing.assert_frame_equal(merge_tables(full, lb), merge_tables(full, shuffled))
+
+
+def test_bundled_benchmarks_without_env(monkeypatch):
+    """Guards the fix for tables living only in ../shared/data: every bundled table loads with
+    JAXLAW_DATA unset, from the package, the same as through an explicit root."""
+    monkeypatch.delenv("JAXLAW_DATA", raising=False)
+    assert len(load_benchmarks()) == 77
+    shapes = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=BTLM_WARNING)
+        for name in ("base", "sub10b", "instruct", "emergent", "leaderboard_v2"):
+            kw = dict(eval_families_only=False, include_preregistered=True)
+            kw = kw if name in ("base", "sub10b") else {}
+            df = load_benchmarks(name, **kw)
+            pd.testing.assert_frame_equal(df, load_benchmarks(name, root=bundled_root(), **kw))
+            shapes[name] = df.shape
+    # Spec §1 (obscaling.md): rows x columns of each shipped file.
+    assert shapes == {
+        "base": (148, 13), "sub10b": (92, 13), "instruct": (27, 14), "emergent": (84, 9),
+        "leaderboard_v2": (72, 7),
+    }  # fmt: skip
+
+
+def test_benchmark_overrides(monkeypatch, tmp_path):
+    """``root`` / JAXLAW_DATA replace the bundled folder; unbundled tables come only that way."""
+    monkeypatch.delenv("JAXLAW_DATA", raising=False)
+    agent = "instruct_llm_agent_eval.csv"
+    with pytest.raises(TableError) as e:
+        load_benchmarks("agent")
+    assert str(e.value) == (
+        f"benchmark table 'agent' not found at {bundled_root() / 'obscaling' / agent}; available: "
+        "base, sub10b, instruct, emergent, leaderboard_v2; other tables are not bundled: pass "
+        "--data DIR or set JAXLAW_DATA"
+    )
+    over = tmp_path / "over"
+    (over / "obscaling").mkdir(parents=True)
+    (over / "obscaling" / agent).write_text("Model,ABench-OA\nx/y,4.5\n")
+    monkeypatch.setenv("JAXLAW_DATA", str(over))
+    assert load_benchmarks("agent")["ABench-OA"].tolist() == [4.5]
+    with pytest.raises(TableError, match=r"'base' not found.*; available: agent$"):
+        load_benchmarks("base")  # the override hides the bundled copy as a whole
+    assert len(load_benchmarks("base", root=bundled_root())) == 77  # explicit root beats env
+    monkeypatch.setenv("JAXLAW_DATA", str(tmp_path / "absent"))
+    with pytest.raises(TableError, match=r"^JAXLAW_DATA=\S+absent is not a directory \(unset it"):
+        load_benchmarks()
+    with pytest.raises(TableError, match=r"'base' not found.*no tables there; omit --data"):
+        load_benchmarks(root=tmp_path)
 
 
 def test_constants():
@@ -238,7 +282,7 @@ def test_pca_77_all8(fit77):
 )  # fmt: skip
 def test_pca_other_tables(root, table, kwargs, metrics, evr):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # BTLM in the unfiltered tables
+        warnings.filterwarnings("ignore", message=BTLM_WARNING)  # BTLM in the unfiltered tables
         df = load_benchmarks(table, root=root, **kwargs)
     pca = _all_rows_pca(df, metrics)
     np.testing.assert_allclose(pca.explained_variance_ratio, evr, atol=2e-4)  # 4 d.p. in spec
@@ -394,8 +438,8 @@ def test_row_permutation_invariance(root, base77, fit77):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "shuffled.csv"
         raw.iloc[perm].to_csv(path, index=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the shuffled file holds the BTLM row
+        with warnings.catch_warnings():  # the shuffled file holds the BTLM row
+            warnings.filterwarnings("ignore", message=BTLM_WARNING)
             shuffled = select_base_models(read_table(path))
     assert sorted(shuffled[MODEL]) == sorted(base77[MODEL])
     Xs = benchmark_matrix(shuffled, ALL8)
@@ -474,7 +518,7 @@ def test_cutoff_split_semantics(base77):
 
 def test_leaderboard_split_sizes(root):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=BTLM_WARNING)
         full = load_benchmarks(root=root, eval_families_only=False, include_preregistered=True)
     lb = merge_tables(full, load_benchmarks("leaderboard_v2", root=root))
     lb = lb[lb[FAMILY].isin(EVAL_BASE_MODEL_WITH_FLOPS_FAMILIES)]

@@ -7,9 +7,7 @@ PCA of the ALL8 benchmarks), independent of jaxlaw's own preprocessing modules.
 
 import itertools
 import math
-import os
 import time
-from pathlib import Path
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jaxlaw.data import bundled_root
 from jaxlaw.observational._subset import (
     _v_optimal_kernel,
     exchange_select,
@@ -307,8 +306,7 @@ def test_random_subsets_deterministic_and_eligible():
 
 # ----------------------------------------------------------- the reference's guide setting
 
-DATA = Path(os.environ.get("JAXLAW_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-CSV = DATA / "obscaling" / "base_llm_benchmark_eval.csv"
+CSV = bundled_root() / "obscaling" / "base_llm_benchmark_eval.csv"  # shipped: never skips
 FAMILIES = [
     "Llama-2",
     "Llama",
@@ -401,8 +399,6 @@ def pool_pcs(df, n_pcs=3):
 
 @pytest.fixture(scope="module")
 def base_table():
-    if not CSV.exists():
-        pytest.skip(f"reference data not found at {CSV} (set JAXLAW_DATA)")
     df = pd.read_csv(CSV)
     df = df[df["Model Family"].isin(FAMILIES) & ~df["Model"].isin(DROPPED)]
     assert len(df) == 77 and df["Model Family"].nunique() == 21

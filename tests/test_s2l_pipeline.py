@@ -14,8 +14,8 @@ from jaxlaw.data_selection.s2l import load_trajectories, save_trajectories
 from jaxlaw.models import ModelConfig, init_model, save_pretrained
 
 
-def test_experiment_smoke(tmp_path, data_root):
-    summary = run.main(["--out", str(tmp_path), "--smoke", "--data", str(data_root)])
+def test_experiment_smoke(tmp_path, text_root):
+    summary = run.main(["--out", str(tmp_path), "--smoke", "--data", str(text_root)])
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["entries"] == json.loads(json.dumps(summary["entries"]))
     cfg = run.C.S2LConfig.smoke()

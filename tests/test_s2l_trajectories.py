@@ -425,13 +425,13 @@ def test_train_callback_steps():
     assert isinstance(pool, TokenizedSet)
 
 
-def test_text_mixture(data_root):
+def test_text_mixture(text_root):
     from jaxlaw.data_selection.s2l import MIXTURE_SOURCES, TextMixConfig, make_text_mixture
 
-    if not (data_root / "text" / "gsm8k" / "train.jsonl").exists():
+    if not (text_root / "text" / "gsm8k" / "train.jsonl").exists():
         pytest.skip("text data not found")
     cfg = TextMixConfig(n_pool=400, test_per_source=20)
-    mix = make_text_mixture(cfg, root=data_root, key=jr.key(0))
+    mix = make_text_mixture(cfg, root=text_root, key=jr.key(0))
     assert mix.pool.sources == MIXTURE_SOURCES == mix.test.sources
     np.testing.assert_array_equal(np.bincount(mix.pool.source_id), [320, 60, 20])  # 80/15/5 %
     np.testing.assert_array_equal(np.bincount(mix.test.source_id), [20, 20, 20])
@@ -444,7 +444,7 @@ def test_text_mixture(data_root):
             prompt = tok.decode(row[1:][~ts.loss_mask[i][ts.attention_mask[i]][1:]].tolist())
             answer = tok.decode(row[ts.loss_mask[i][ts.attention_mask[i]]][:-1].tolist())  # no eos
             assert str(eval(prompt.rstrip("="))) == answer
-    again = make_text_mixture(cfg, root=data_root, key=jr.key(0))
+    again = make_text_mixture(cfg, root=text_root, key=jr.key(0))
     np.testing.assert_array_equal(again.pool.tokens, mix.pool.tokens)
     # Pool and test rows are different draws (the test set is held out).
     pool_rows = {r.tobytes() for r in mix.pool.tokens}

@@ -11,6 +11,7 @@ DIR/seeds.json (every seed's raw numbers).
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,7 +21,6 @@ import jax.random as jr
 import numpy as np
 from flax import nnx
 
-from jaxlaw.data import data_root
 from jaxlaw.models import ModelConfig, init_model
 from jaxlaw.training import TrainConfig, evaluate
 
@@ -153,7 +153,9 @@ def main(argv=None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0, cache, raw, entries, info = time.perf_counter(), {}, {}, [], {}
-    root = Path(cfg.data) if cfg.data else data_root()
+    # Text corpora are not bundled with jaxlaw: --data, else $JAXLAW_DATA, else ../shared/data.
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    root = Path(cfg.data or os.environ.get("JAXLAW_DATA") or shared)
     jobs = [(s, "balanced", lambda seed, s=s: skill_seed(s, seed, cache)) for s in cfg.settings]
     if cfg.text is not None:  # metric: macro-averaged held-out loss, lower is better
         jobs.append((cfg.text, "macro_loss", lambda seed: text_seed(cfg.text, seed, root, cache)))

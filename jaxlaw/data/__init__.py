@@ -1,10 +1,12 @@
 """Host-side loading: fine-tuning loss tables (numpy/pandas) and tokenised text sets.
 
 Entry points: `load_dataset` for the reference tables and `load_table` for any CSV in the
-same format::
+same format. The reference tables ship inside the package (`bundled_root`); `data_root` picks
+where they are read from: ``root`` (the CLI's ``--data DIR``), else ``$JAXLAW_DATA``, else the
+bundled copy::
 
     from jaxlaw.data import load_dataset, take_models
-    flan = load_dataset("flan")                 # <root>/rectified/flan.csv
+    flan = load_dataset("flan")                 # the bundled rectified/flan.csv
     flan.loss.shape, flan.sizes[:3]             # (30, 15), [0, 200, 400]
     giga = take_models(load_dataset("gigaword"), flan.models)   # align rows by name
 
@@ -34,6 +36,7 @@ from ._corpus import stdlib_corpus as stdlib_corpus
 from ._table import DATASETS as DATASETS
 from ._table import LossTable as LossTable
 from ._table import TableError as TableError
+from ._table import bundled_root as bundled_root
 from ._table import check_fit_points as check_fit_points
 from ._table import data_root as data_root
 from ._table import load_dataset as load_dataset

@@ -2,11 +2,16 @@
 
 Host-side only (numpy/pandas, no jax). Every malformed input becomes one `TableError` whose
 message names the culprit (file, column, model), never a pandas or numpy traceback.
+
+The paper tables ship inside the package (`bundled_root`, with a README naming source, commit and
+license); `data_root` resolves where loaders read them from (``root`` / ``--data DIR``, else
+``$JAXLAW_DATA``, else the bundled copy). Entry points: `load_dataset`, `load_table`.
 """
 
 import os
 import re
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -257,16 +262,56 @@ def load_table(path: str | os.PathLike, *, name: str | None = None) -> LossTable
     return _build(name, where, list(body[:, 0]), list(header[1:]), body[:, 1:])
 
 
+def bundled_root() -> Path:
+    """The paper tables shipped inside the package (``rectified/``, ``obscaling/``).
+
+    A copy, byte for byte, of the reference repositories' tables; source, commit and license of
+    each file are in this folder's ``README.md``. Text corpora are not bundled.
+    """
+    # jaxlaw is installed as plain files (jaxlib cannot be imported from a zip), so the
+    # resource is a real folder and os.fspath holds.
+    return Path(os.fspath(resources.files("jaxlaw.data") / "tables"))
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The reference-data directory: ``root``, else ``$JAXLAW_DATA``, else
-    ``<repo>/../shared/data`` (tables live in its ``rectified/`` and ``obscaling/``)."""
+    """The folder whose ``rectified/`` and ``obscaling/`` hold the paper tables.
+
+    Resolution, first match wins: ``root`` (the CLI's ``--data DIR``); else ``$JAXLAW_DATA``
+    when set and non-empty; else the copy bundled with jaxlaw (`bundled_root`). An override
+    replaces the bundled copy as a whole (no per-file fallback), so it must use the same
+    layout; it may also hold ``text/`` for the corpora, which are never bundled.
+
+    Args:
+        root: an explicit data folder, or None.
+
+    Returns:
+        The data folder.
+
+    Raises:
+        TableError: if the override (``root`` or ``$JAXLAW_DATA``) is not an existing
+            directory; the message names the path and where it came from.
+    """
     if root is not None:
-        return Path(root)
-    env = os.environ.get("JAXLAW_DATA")
-    if env:
-        return Path(env)
-    # <repo>/jaxlaw/data/_table.py -> <repo>/../shared/data
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+        path, origin, undo = Path(root), f"data folder {root}", "omit it"
+    elif os.environ.get("JAXLAW_DATA"):
+        path = Path(os.environ["JAXLAW_DATA"])
+        origin, undo = f"JAXLAW_DATA={path}", "unset it"
+    else:
+        return bundled_root()
+    if not path.is_dir():
+        bundled = f"{undo} to use the tables bundled with jaxlaw"
+        raise _fail("", f"{origin} is not a directory ({bundled})")
+    return path
+
+
+def missing_hint(base: Path, have: Sequence[str]) -> str:
+    """The tail of a table-not-found message: what data root ``base`` holds, how to get the rest."""
+    listed = f"available: {', '.join(have)}" if have else "no tables there"
+    if base == bundled_root():
+        return f"{listed}; other tables are not bundled: pass --data DIR or set JAXLAW_DATA"
+    if have:
+        return listed
+    return f"{listed}; omit --data / unset JAXLAW_DATA to use the tables bundled with jaxlaw"
 
 
 def read_raw_csv(path: Path, where: str, *, skipinitialspace: bool = False) -> np.ndarray:
@@ -290,26 +335,25 @@ def read_raw_csv(path: Path, where: str, *, skipinitialspace: bool = False) -> n
 def load_dataset(name: str, root: str | os.PathLike | None = None) -> LossTable:
     """Load one of the reference loss tables (``"flan"``, ``"wmt19"``, ``"gigaword"``).
 
-    The file is ``<root>/rectified/<name>.csv``. ``root`` comes from the argument, else the
-    ``JAXLAW_DATA`` environment variable, else ``<repo>/../shared/data``.
+    The file is ``<data_root(root)>/rectified/<name>.csv``: by default the copy bundled with
+    jaxlaw; ``root`` (``--data DIR``), else ``$JAXLAW_DATA``, overrides it (see `data_root`).
 
     Args:
         name: dataset name (the file stem).
-        root: data root directory.
+        root: data folder overriding the bundled tables, or None.
 
     Returns:
         The `LossTable` named ``name``.
 
     Raises:
-        TableError: if the file is missing (the message lists the tables that exist) or
-            malformed.
+        TableError: if the override folder does not exist, the file is missing (the message
+            lists the tables that exist there) or malformed.
     """
     base = data_root(root)
     path = base / "rectified" / f"{name}.csv"
     if not path.is_file():
-        have = sorted(p.stem for p in (base / "rectified").glob("*.csv")) if base.is_dir() else []
-        known = f"; available: {', '.join(have)}" if have else " (set JAXLAW_DATA or pass root)"
-        raise _fail("", f"loss table {name!r} not found at {path}{known}")
+        have = sorted(p.stem for p in (base / "rectified").glob("*.csv"))
+        raise _fail("", f"loss table {name!r} not found at {path}; {missing_hint(base, have)}")
     return load_table(path, name=name)
 
 

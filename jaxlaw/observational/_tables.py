@@ -4,7 +4,8 @@
 One row per model, keyed by ``Model`` (a HuggingFace id or API name); every other column except
 ``Model Family`` is numeric (NaN = not evaluated). Functions here align tables by model name,
 never by row position. Malformed input raises `jaxlaw.data.TableError` with one line naming the
-culprit (file, column, model), never a pandas traceback::
+culprit (file, column, model), never a pandas traceback. Named tables come from the copy bundled
+with jaxlaw unless ``root`` / ``$JAXLAW_DATA`` names another folder (`jaxlaw.data.data_root`)::
 
     base = load_benchmarks()                         # 77 models, 21 families
     lb = merge_tables(load_benchmarks(eval_families_only=False, include_preregistered=True),
@@ -24,6 +25,7 @@ import pandas as pd
 from jaxtyping import Float, Int
 
 from ..data import TableError, data_root, read_raw_csv
+from ..data._table import missing_hint
 from ._constants import (
     BASE_TABLES,
     EVAL_BASE_MODEL_FAMILIES,
@@ -258,11 +260,14 @@ def load_benchmarks(
 ) -> pd.DataFrame:
     """Load a benchmark table of the observational-scaling study.
 
-    Named tables live in ``<root>/obscaling/``: ``"base"`` (148 base models x 8 benchmarks +
-    metadata), ``"sub10b"`` (its 92 models of at most 9 B), ``"instruct"`` (27 instruct/API
-    models), ``"emergent"`` and ``"leaderboard_v2"`` (task tables: ``Model`` + task columns;
-    combine with `merge_tables`), and, when you supply the files, ``"post_training"`` and
-    ``"agent"``. Any other value is read as the path of a CSV with a ``Model`` column.
+    Named tables are read from ``<data_root(root)>/obscaling/``: by default the copy bundled
+    with jaxlaw, which holds ``"base"`` (148 base models x 8 benchmarks + metadata),
+    ``"sub10b"`` (its 92 models of at most 9 B), ``"instruct"`` (27 instruct/API models),
+    ``"emergent"`` and ``"leaderboard_v2"`` (task tables: ``Model`` + task columns; combine
+    with `merge_tables`). ``root`` (``--data DIR``), else ``$JAXLAW_DATA``, names a folder that
+    replaces the bundled copy as a whole (see `jaxlaw.data.data_root`); that is how
+    ``"post_training"`` and ``"agent"``, which are not bundled, are read. Any other value is
+    read as the path of a CSV with a ``Model`` column.
 
     For ``"base"`` and ``"sub10b"`` the reference's default filter applies (spec §1): keep the
     evaluated families and drop the pre-registered models, giving 77 models of 21 families for
@@ -275,7 +280,8 @@ def load_benchmarks(
 
     Args:
         name: a table name or a CSV path.
-        root: data root; default ``$JAXLAW_DATA``, else ``<repo>/../shared/data``.
+        root: data folder overriding the bundled tables; default ``$JAXLAW_DATA`` if set,
+            else the bundled copy.
         eval_families_only: base tables only: keep `EVAL_BASE_MODEL_FAMILIES`.
         include_preregistered: base tables only: keep the 20 `PREREGISTERED_MODELS`.
         fix_known_errors: correct the entries of `KNOWN_ERRORS` instead of warning.
@@ -285,17 +291,18 @@ def load_benchmarks(
         ``attrs["name"]`` set to the table name or path.
 
     Raises:
-        TableError: unknown name, missing file (listing the tables found), or a malformed
-            table (naming the file, column and model).
+        TableError: unknown name, an override folder that does not exist, a missing file
+            (listing the tables found), or a malformed table (naming file, column and model).
     """
     key = os.fspath(name)
     if key in TABLES:
-        base = data_root(root) / "obscaling"
+        top = data_root(root)
+        base = top / "obscaling"
         path = base / TABLES[key]
         if not path.is_file():
             have = [k for k, f in TABLES.items() if (base / f).is_file()]
-            hint = f"; available: {', '.join(have)}" if have else " (set JAXLAW_DATA or pass root)"
-            raise _fail("", f"benchmark table {key!r} not found at {path}{hint}")
+            hint = missing_hint(top, have)
+            raise _fail("", f"benchmark table {key!r} not found at {path}; {hint}")
         df = read_table(path, name=key)
         if key in BASE_TABLES:
             df = select_base_models(
