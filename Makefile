@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Reference data lives beside the repo (never copied into it); override with JAXLAW_DATA=...
-JAXLAW_DATA ?= $(abspath ../shared/data)
+# The paper tables ship inside the package; text corpora (GSM8K, tinyshakespeare: not bundled)
+# come from ../shared/data when it exists. An empty JAXLAW_DATA counts as unset.
+JAXLAW_DATA ?= $(wildcard $(abspath ../shared/data))
 export JAXLAW_DATA
 # 2 cores: pytest-xdist with 2 workers; 'make test PYTEST_ARGS=-n0' to run serially.
 PYTEST_ARGS ?= -n 2

@@ -169,7 +169,7 @@ def add_arguments(o: argparse.ArgumentParser) -> None:
         )
         q.add_argument(
             "--data",
-            help="folder holding obscaling/*.csv (default $JAXLAW_DATA, else ../shared/data)",
+            help="folder holding obscaling/*.csv (default: $JAXLAW_DATA, else the bundled tables)",
         )
         q.add_argument(
             "--include-preregistered",
