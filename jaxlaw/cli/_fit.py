@@ -10,7 +10,6 @@ from jaxlaw.data import DATASETS, LossTable, TableError, load_dataset, load_tabl
 from ._tables import human_count, print_table
 
 DATA_HELP = "folder holding rectified/*.csv (default: $JAXLAW_DATA, else the bundled tables)"
-LAW_CHOICES = ("rectified", "rectified_alpha", "vanilla")
 METHOD_CHOICES = ("ats", "ourfit", "vanillafit", "zeroshot", "subtuning", "modelsize")
 FEATURE_LABEL = {
     "ats": "pred L(T)",
@@ -162,10 +161,12 @@ def cmd_select(a: argparse.Namespace) -> None:
 
 
 def add_fit(f: argparse.ArgumentParser) -> None:
+    from jaxlaw.laws import LAWS
+
     data_help = DATA_HELP
     f.add_argument("table", help="loss-table CSV, or flan | wmt19 | gigaword")
     f.add_argument("--data", help=data_help)
-    f.add_argument("--law", default="rectified", choices=LAW_CHOICES)
+    f.add_argument("--law", default="rectified", choices=sorted(LAWS))
     f.add_argument(
         "--faithful",
         action="store_true",
