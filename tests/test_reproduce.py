@@ -6,6 +6,7 @@ module with its smoke settings.
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -153,7 +154,7 @@ def test_write_obscaling(obscaling, tmp_path):
     ],
 )
 def test_configs_reject_bad_settings(make, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         make()
 
 
