@@ -83,7 +83,6 @@ from _harness import (
     Worker,
     abba,
     close_all,
-    contention_note,
     finish,
     one_shot,
     peak_rss_mb,
@@ -929,7 +928,8 @@ def main(argv=None) -> dict | None:
             record["cost"] = c = one_shot(__file__, "cost", spec, **_worker_args(folder, args))
             print_cost(c, spec, args.quick)
     ratios = record.get("throughput", {}).get("ratios", {})
-    reasons = [contention_note(record)] if contention_note(record) else []
+    busy = record["busy_cores_at_start"]
+    reasons = [f"{busy:.2f} cores busy just before the run"] if busy > 0.3 else []
     low = [
         f"{k} {s['cpu_over_wall']:.2f}"
         for k, s in record.get("throughput", {}).get("methods", {}).items()

@@ -23,13 +23,11 @@ import numpy as np
 import pandas as pd
 
 from ..data import LossTable, load_dataset
+from ._ats import TARGET
 from ._lawfit import TableFit, fit_table, fitted_curves
-from ._select import selection_grid
+from ._select import BUDGETS, selection_grid
 
 DATASETS = ("flan", "wmt19", "gigaword")
-# Budgets M = T / gamma for gamma = 8 .. 512 of T = 1,638,400 (spec §4.1).
-BUDGETS = (204800, 102400, 51200, 25600, 12800, 6400, 3200)
-TARGET = 1638400
 
 LAWS = {  # name in rmsd.csv -> (law, faithful)
     "rectified": ("rectified", False),
@@ -102,7 +100,8 @@ class RectifiedConfig:
     Attributes:
         data: folder holding ``rectified/*.csv``; None: the loader's default.
         datasets: dataset names (``flan``, ``wmt19``, ``gigaword``).
-        budgets: budgets M in examples; the budget ratio is ``target // M``.
+        budgets: budgets M in examples (default M = T / gamma, gamma = 8 .. 512); the budget
+            ratio is ``target // M``.
         target: target size T in examples.
         max_size: keep models with fewer parameters than this (size ablation); None keeps all.
         k: AtS minimum number of points.
