@@ -5,12 +5,13 @@ peak RSS, its own thread pools), setup and compilation one worker at a time, the
 alternate ABBA between the workers; figures are medians. A benchmark script is both the
 orchestrator and, re-run with ``--worker KIND --spec JSON``, its own worker::
 
-    from _harness import Worker, abba, finish, serve, start, summarize
+    from _harness import Worker, abba, close_all, finish, serve, start, summarize
     if args.worker:                      # worker side: reply to "run" until "finish"
         serve(lambda: Runner(spec), lambda runner, cmd: runner.run())
     rec = start("bench_x")               # orchestrator: machine, load, busy cores
     workers = {k: Worker(__file__, k, spec) for k in kinds}   # setup replies: workers[k].setup
-    walls = abba(workers, blocks, {"op": "run"})
+    replies = abba(workers, blocks, {"op": "run"})             # {kind: [reply per block]}
+    peak = close_all(workers)                                  # {kind: {"peak_rss_mb": ...}}
     finish(rec | {"results": ...}, RESULTS)   # + devices, versions, wall time; one JSON line
 
 Every record carries ``jax.devices()`` of the process that wrote it, and each worker reply

@@ -75,10 +75,10 @@ def test_rectified_checks_all_pass(rectified):
 @pytest.mark.slow
 def test_rectified_off_paper_settings_skip_table_checks(data_root):
     """With a size cap the paper's selection numbers do not apply: only RMSD is checked."""
-    cfg = RectifiedConfig(data=str(data_root), datasets=("gigaword",), budgets=(204800,))
-    res = reproduce_rectified(
-        RectifiedConfig(**{**cfg.__dict__, "max_size": 1e9}),
+    cfg = RectifiedConfig(
+        data=str(data_root), datasets=("gigaword",), budgets=(204800,), max_size=1e9
     )
+    res = reproduce_rectified(cfg)
     assert res.checks.check.str.startswith("RMSD").all() and len(res.checks) == 3
     assert set(res.selection.dataset) == {"GIGAWORD"}
 
