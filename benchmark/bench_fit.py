@@ -2,7 +2,7 @@
 
 Run from the repo root (standalone; never collected by pytest)::
 
-    python benchmark/bench_fit.py [--data DIR] [--baseline-curves N] [--repeats R]
+    python benchmark/bench_fit.py [--data DIR] [--baseline-curves N] [--repeats R] [--no-save]
 
 Curves: 3 datasets (flan, wmt19, gigaword) x 30 models, the 14 fine-tuned points
 D = 200..1638400 (zero-shot column dropped), y = ln(float32(L)) as the reference's RMSD study does
@@ -22,20 +22,16 @@ per run is appended to benchmark/results/bench_fit.jsonl. Data: ``--data`` (the 
 """
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import jax
-import jaxlib
 import numpy as np
 import pandas as pd
-import scipy
+from _harness import REPO, finish, start, timed
 from scipy.optimize import minimize
 
 jax.config.update("jax_enable_x64", True)
@@ -43,7 +39,6 @@ jax.config.update("jax_enable_x64", True)
 from jaxlaw.fitting import fit_curves  # noqa: E402
 from jaxlaw.laws import RECTIFIED  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_fit.jsonl"
 DATASETS = ("flan", "wmt19", "gigaword")
 SIZES = tuple(200 * 2**j for j in range(14))  # 200 .. 1638400; the zero-shot column is not used
@@ -136,16 +131,7 @@ FAST = dict(screen_steps=15, schedule=((3, 50), (1, 150)))
 def run_jaxlaw(log_d, log_l, repeats: int, **kw):
     """Returns (fit of the first call, first-call wall s, steady walls [s], steady cpu [s])."""
     x, y, key = jax.numpy.asarray(log_d), jax.numpy.asarray(log_l), jax.random.key(0)
-    t0 = time.perf_counter()
-    fit = jax.block_until_ready(fit_curves(RECTIFIED, x, y, key=key, **kw))
-    first = time.perf_counter() - t0
-    walls, cpus = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(fit_curves(RECTIFIED, x, y, key=key, **kw))
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return fit, first, walls, cpus
+    return timed(lambda: jax.block_until_ready(fit_curves(RECTIFIED, x, y, key=key, **kw)), repeats)
 
 
 def time_selection_grid(data_root: Path) -> tuple[float, float]:
@@ -188,8 +174,8 @@ def main(argv=None) -> dict:
         help="fit N evenly spread curves with the baseline; time extrapolated to 90",
     )
     ap.add_argument("--repeats", type=int, default=5, help="steady-state jaxlaw calls (>= 5)")
+    ap.add_argument("--no-save", action="store_true", help="do not append to the results file")
     args = ap.parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # keep stdout in step with stderr progress
     if not (args.data / "rectified" / "flan.csv").exists():
         ap.error(f"reference data not found under {args.data} (use --data or JAXLAW_DATA)")
     if args.repeats < 5:
@@ -201,10 +187,10 @@ def main(argv=None) -> dict:
     n_grid = RECTIFIED.n_grid  # fit_curves' default number of starts
     if n_grid < 60:
         raise SystemExit(f"RECTIFIED.n_grid = {n_grid} < 60 starts: not the benchmarked setting")
-    devices = [str(d) for d in jax.devices()]
+    record = start("bench_fit", pin=False)  # in-process jax: no workers to match
     print(
         f"curves {n} x {log_l.shape[1]} points | jaxlaw starts (RECTIFIED.n_grid) {n_grid} | "
-        f"devices {devices} | cpus {os.cpu_count()}"
+        f"devices {[str(d) for d in jax.devices()]} | cpus {os.cpu_count()}"
     )
 
     # Sequential phases, jaxlaw first: XLA's pool is idle (blocked) before scipy starts.
@@ -270,20 +256,8 @@ def main(argv=None) -> dict:
         f" curves"
     )
 
-    record = {
-        "bench": "bench_fit",
-        "timestamp": datetime.now(UTC).isoformat(),
+    record |= {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "argv": sys.argv[1:],
-        "devices": devices,
-        "cpu_count": os.cpu_count(),
-        "versions": {
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__,
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
         "n_curves": n,
         "n_points": int(log_l.shape[1]),
         "n_inits": n_grid,
@@ -311,13 +285,10 @@ def main(argv=None) -> dict:
         "rmsd_mean_jaxlaw_on_baseline_subset": jm_sub,
         "jaxlaw_le_baseline": wins,
         "compared_curves": int(fitted.sum()),
-        "loadavg_1min": load,
+        "loadavg_1min": record["loadavg_1min"] | load,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(f"appended to {RESULTS.relative_to(REPO)}")
-    return record
+    packages = ("jax", "jaxlib", "numpy", "scipy", "optimistix")
+    return finish(record, RESULTS, save=not args.no_save, packages=packages)
 
 
 if __name__ == "__main__":

@@ -71,20 +71,26 @@ import argparse
 import json
 import math
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from _harness import (
+    REPO,
+    Worker,
+    abba,
+    close_all,
+    finish,
+    one_shot,
+    peak_rss_mb,
+    serve,
+    start,
+    summarize,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_gradex.jsonl"
 sys.path.insert(0, str(REPO))
 
@@ -98,29 +104,22 @@ CHECK_TOL = 1e-4  # max |torch - jaxlaw| / max |jaxlaw|
 KINDS = ("jaxlaw", "torch_func", "torch_func_cached", "jax_loop", "torch_loop")
 
 
-def busy_cores(seconds: float = 1.0) -> float:
-    """CPU cores busy over the next ``seconds`` (all processes), from /proc/stat."""
-
-    def sample():
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]
-
-    (t0, i0), _, (t1, i1) = sample(), time.sleep(seconds), sample()
-    return (1.0 - (i1 - i0) / max(t1 - t0, 1)) * (os.cpu_count() or 1)
+def _key_name(k) -> str:
+    for attr in ("key", "idx", "name"):  # DictKey, SequenceKey, GetAttrKey
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
 
 
-def cpu_field(name: str) -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    return next(
-        (ln.split(":", 1)[1].strip() for ln in lines if ln.split(":")[0].strip() == name), ""
-    )
+def tree_paths(tree) -> list[tuple[str, object]]:
+    """``(dotted path, leaf)`` in tree-flatten order (the order of ``Projection.layout``);
+    an nnx.State is read as its pure dict. The dotted paths name the torch side's tensors."""
+    import jax
+    from flax import nnx
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    pure = nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
+    flat, _ = jax.tree_util.tree_flatten_with_path(pure)
+    return [(".".join(_key_name(k) for k in path), leaf) for path, leaf in flat]
 
 
 # ------------------------------------------------------------------------------ jaxlaw side
@@ -156,12 +155,14 @@ def jax_model(folder: Path | None = None):
                 blk["attn"][proj]["lora"]["b"] = jnp.asarray(
                     rng.normal(0.0, 0.02, b.shape), jnp.float32
                 )
-    else:
-        from jaxlaw.data_selection.gradex._projection import _nest
-
+    else:  # the same model's tree, every leaf replaced by the stored array of its path
+        pure = nnx.to_pure_dict(state)
+        leaves, treedef = jax.tree_util.tree_flatten(pure)
         with np.load(folder / "weights.npz") as z:
-            names = list(z.keys())
-            pure = _nest(names, [jnp.asarray(z[k]) for k in names])
+            stored = [
+                jnp.asarray(z[p], leaf.dtype) for (p, _), leaf in zip(tree_paths(pure), leaves)
+            ]
+        pure = jax.tree_util.tree_unflatten(treedef, stored)
     nnx.replace_by_pure_dict(state, pure)
     nnx.update(model, state)
     return model
@@ -170,8 +171,6 @@ def jax_model(folder: Path | None = None):
 def weights_dict(model) -> dict[str, np.ndarray]:
     """Every parameter (LoRA included) by its dotted path."""
     from flax import nnx
-
-    from jaxlaw.data_selection.gradex._projection import tree_paths
 
     return {p: np.asarray(x) for p, x in tree_paths(nnx.state(model, nnx.Param))}
 
@@ -214,8 +213,6 @@ def prep_worker(spec: dict, folder: Path) -> dict:
     k = CHECK_ROWS
     batch = Batch(*(jnp.asarray(x[:k]) for x in (rows.tokens, rows.attention_mask, rows.loss_mask)))
     outputs, grads = example_grads(model, batch, EPS)
-    from jaxlaw.data_selection.gradex._projection import tree_paths
-
     flat = tree_paths(grads)
     G = np.concatenate([np.asarray(x).reshape(k, -1) for _, x in flat], axis=1)
     P = jax.jit(jax.vmap(proj.lift))(jnp.eye(spec["dim"], dtype=jnp.float32))
@@ -689,98 +686,40 @@ def cost_worker(spec: dict, folder: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------- workers
-def worker_main(args) -> None:
-    """Serve the orchestrator: JSON lines on stdin (commands) and on the original stdout."""
-    reply = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything a library prints must not corrupt the reply channel
-    spec, folder = json.loads(args.spec), Path(args.dir)
-
-    def send(obj):
-        reply.write(json.dumps(obj) + "\n")
-
-    rss_import = peak_rss_mb()
-    if args.worker == "prep":
-        send(prep_worker(spec, folder) | {"peak_rss_mb": peak_rss_mb()})
-        return
-    if args.worker == "cost":
-        send(cost_worker(spec, folder) | {"peak_rss_mb": peak_rss_mb()})
-        return
-    if args.worker in ("torch_func", "torch_func_cached", "torch_loop"):
+def _runner(kind: str, spec: dict, folder: Path, threads: int):
+    if kind in ("torch_func", "torch_func_cached", "torch_loop"):
         import torch  # noqa: F401  (counted in the import baseline)
 
         rss_import = peak_rss_mb()
         mode = {"torch_func": "func", "torch_func_cached": "func_cached", "torch_loop": "loop"}
-        runner = TorchRunner(spec, folder, mode[args.worker], args.threads)
+        runner = TorchRunner(spec, folder, mode[kind], threads)
     else:
         import jax  # noqa: F401
 
         import jaxlaw.data_selection.gradex  # noqa: F401
 
         rss_import = peak_rss_mb()
-        runner = (
-            JaxlawRunner(spec, folder) if args.worker == "jaxlaw" else JaxLoopRunner(spec, folder)
+        runner = JaxlawRunner(spec, folder) if kind == "jaxlaw" else JaxLoopRunner(spec, folder)
+    runner.info |= {"rss_import_mb": rss_import}
+    return runner
+
+
+def worker_main(args) -> None:
+    """Serve the orchestrator (benchmark/_harness.py `serve`): JSON lines in and out."""
+    spec, folder = json.loads(args.spec), Path(args.dir)
+    if args.worker == "prep":
+        serve(lambda: prep_worker(spec, folder), None)
+    elif args.worker == "cost":
+        serve(lambda: cost_worker(spec, folder), None)
+    else:
+        serve(
+            lambda: _runner(args.worker, spec, folder, args.threads),
+            lambda runner, cmd: runner.run(cmd["passes"]),
         )
-    send(runner.info | {"rss_import_mb": rss_import, "rss_after_setup_mb": peak_rss_mb()})
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        if cmd["op"] == "run":
-            send(runner.run(cmd["passes"]))
-        else:
-            send({"peak_rss_mb": peak_rss_mb()})
-            return
 
 
-class Worker:
-    """One worker process of this file; replies are JSON lines on its stdout."""
-
-    def __init__(self, kind: str, spec: dict, folder: Path, args):
-        self.kind = kind
-        env = dict(os.environ)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        env.setdefault("JAX_PLATFORMS", "cpu")
-        self.log_path = folder / f"{kind}.log"
-        self.log = self.log_path.open("w")
-        cmd = [sys.executable, __file__, "--worker", kind, "--spec", json.dumps(spec)]
-        cmd += ["--dir", str(folder), "--threads", str(args.threads)]
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-            cwd=REPO, env=env,
-        )  # fmt: skip
-
-    def recv(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            self.log.flush()
-            tail = "\n".join(self.log_path.read_text().splitlines()[-30:])
-            raise RuntimeError(f"{self.kind} worker died (rc {self.proc.returncode}):\n{tail}")
-        return json.loads(line)
-
-    def send(self, obj: dict) -> dict:
-        self.proc.stdin.write(json.dumps(obj) + "\n")
-        self.proc.stdin.flush()
-        return self.recv()
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-
-
-def summarize(wall: list[float], cpu: list[float], examples: int) -> dict:
-    w = np.asarray(wall)
-    med = float(np.median(w))
-    return {
-        "median_s": med,
-        "p10_s": float(np.percentile(w, 10)),
-        "p90_s": float(np.percentile(w, 90)),
-        "examples_per_s": examples / med,
-        # Less sensitive to other jobs than wall time (but not immune: caches are shared).
-        "examples_per_cpu_s": examples / float(np.median(np.asarray(cpu))),
-        "cpu_over_wall": float(np.median(np.asarray(cpu) / w)),
-        "n_passes": len(wall),
-    }
+def _worker_args(folder: Path, args) -> dict:
+    return dict(extra=["--dir", str(folder), "--threads", str(args.threads)], log_dir=folder)
 
 
 def throughput(spec: dict, folder: Path, args, kinds: list[str]) -> dict:
@@ -789,9 +728,8 @@ def throughput(spec: dict, folder: Path, args, kinds: list[str]) -> dict:
     block_medians = {k: [] for k in kinds}
     try:
         for kind in kinds:  # one at a time: compilation never overlaps
-            workers[kind] = Worker(kind, spec, folder, args)
-            setup[kind] = workers[kind].recv()
-            s = setup[kind]
+            workers[kind] = Worker(__file__, kind, spec, **_worker_args(folder, args))
+            setup[kind] = s = workers[kind].setup
             check = s.get("check_rel_err") or {
                 "max_abs_err": s.get("check_max_abs_err_vs_reference")
             }
@@ -799,17 +737,14 @@ def throughput(spec: dict, folder: Path, args, kinds: list[str]) -> dict:
                 f"  {kind:18s} ready: chunk {s['chunk']}, first pass {s['first_pass_s']:.2f} s; "
                 f"check {check}"
             )
-        for b in range(spec["blocks"]):
-            order = kinds if b % 2 == 0 else kinds[::-1]
-            for kind in order:
-                res = workers[kind].send({"op": "run", "passes": spec["block_passes"]})
-                timed[kind]["wall"] += res["wall"]
-                timed[kind]["cpu"] += res["cpu"]
-                block_medians[kind].append(statistics.median(res["wall"]))
-        final = {k: w.send({"op": "finish"}) for k, w in workers.items()}
+        replies = abba(workers, spec["blocks"], {"op": "run", "passes": spec["block_passes"]})
     finally:
-        for w in workers.values():
-            w.close()
+        final = close_all(workers)
+    for kind, rs in replies.items():
+        for res in rs:
+            timed[kind]["wall"] += res["wall"]
+            timed[kind]["cpu"] += res["cpu"]
+            block_medians[kind].append(statistics.median(res["wall"]))
     stats = {}
     for k in kinds:
         stats[k] = summarize(timed[k]["wall"], timed[k]["cpu"], setup[k]["examples_per_pass"])
@@ -954,7 +889,6 @@ def main(argv=None) -> dict | None:
         return None
     if "jaxlaw" not in args.methods:
         ap.error("--methods must include jaxlaw (ratios are against it)")
-    sys.stdout.reconfigure(line_buffering=True)
     spec = dict(
         examples=args.examples or (256 if args.quick else 1024),
         loop_examples=args.loop_examples or (64 if args.quick else 256),
@@ -968,22 +902,11 @@ def main(argv=None) -> dict | None:
         real_finetunes=min(8, args.subsets) if args.quick else args.subsets,
         cost_seeds=3,
     )
-    t_start = time.perf_counter()
-    load0, busy0 = os.getloadavg(), busy_cores()
-    cpu_model = cpu_field("model name") or platform.processor()
-    print(
-        f"bench_gradex: per-sample projected LoRA gradients | {cpu_model} | {os.cpu_count()} cpus"
-        f" | load avg {load0[0]:.2f}, busy cores now {busy0:.2f} | torch threads {args.threads}"
-    )
-    record: dict = {"bench": "bench_gradex", "spec": spec}
+    record = start("bench_gradex") | {"spec": spec}
+    print(f"  per-sample projected LoRA gradients | torch threads {args.threads}")
     with tempfile.TemporaryDirectory(prefix="bench_gradex_") as tmp:
         folder = Path(tmp)
-        prep = Worker("prep", spec, folder, args)
-        try:
-            record["prep"] = prep.recv()
-        finally:
-            prep.close()
-        p = record["prep"]
+        record["prep"] = p = one_shot(__file__, "prep", spec, **_worker_args(folder, args))
         print(
             f"  model: {p['n_params']:,} params, LoRA p = {p['n_lora_params']:,} (r={RANK}, "
             f"alpha={ALPHA:g}, q/k/v); rows: {p['tokens_per_row_mean']:.1f} tokens "
@@ -1002,19 +925,11 @@ def main(argv=None) -> dict | None:
                 f"\n[cost] GradEx for {spec['subsets']} subsets vs {spec['real_finetunes']} real "
                 f"fine-tunes" + (f" (extrapolated to {spec['subsets']})" if args.quick else "")
             )
-            cost = Worker("cost", spec, folder, args)
-            try:
-                record["cost"] = cost.recv()
-            finally:
-                cost.close()
-            c = record["cost"]
+            record["cost"] = c = one_shot(__file__, "cost", spec, **_worker_args(folder, args))
             print_cost(c, spec, args.quick)
-    total = time.perf_counter() - t_start
-    load1 = os.getloadavg()
     ratios = record.get("throughput", {}).get("ratios", {})
-    reasons = []
-    if busy0 > 0.3:
-        reasons.append(f"{busy0:.2f} cores busy just before the run")
+    busy = record["busy_cores_at_start"]
+    reasons = [f"{busy:.2f} cores busy just before the run"] if busy > 0.3 else []
     low = [
         f"{k} {s['cpu_over_wall']:.2f}"
         for k, s in record.get("throughput", {}).get("methods", {}).items()
@@ -1042,41 +957,15 @@ def main(argv=None) -> dict | None:
         )
     print(
         "\ninterpretation: " + "; ".join(targets)
-        + (f". NOTE: likely CPU contention, noisy: {'; '.join(reasons)}" if reasons else "")
-        + f".\ntotal wall time {total:.0f} s (load avg {load0[0]:.2f} -> {load1[0]:.2f})"
+        + (f". NOTE: likely CPU contention, noisy: {'; '.join(reasons)}" if reasons else ".")
     )  # fmt: skip
 
-    def ver(pkg: str) -> str | None:
-        try:
-            return version(pkg)
-        except PackageNotFoundError:
-            return None
-
     record |= {
-        "timestamp": datetime.now(UTC).isoformat(),
-        "argv": sys.argv[1:],
         "model": MODEL | {"lora_rank": RANK, "lora_alpha": ALPHA, "targets": TARGETS},
-        "total_wall_s": total,
         "contention_signs": reasons,
-        "loadavg_1min": {"start": load0[0], "end": load1[0]},
-        "busy_cores_at_start": busy0,
-        "machine": {
-            "cpu_model": cpu_model,
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-        },
-        "versions": {
-            "python": platform.python_version(),
-            **{p: ver(p) for p in ("jax", "jaxlib", "flax", "torch")},
-            "numpy": np.__version__,
-        },
     }
-    if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with RESULTS.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(f"appended to {RESULTS.relative_to(REPO)}")
-    return record
+    packages = ("jax", "jaxlib", "flax", "torch", "numpy")
+    return finish(record, RESULTS, save=not args.no_save, packages=packages)
 
 
 if __name__ == "__main__":

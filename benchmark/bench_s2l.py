@@ -21,8 +21,9 @@ assigned. Two settings:
 
 Every objective (sum of squared distances of all rows to their nearest centroid) is recomputed
 here in float64 from each method's final centroids, so all are measured the same way; each
-worker's own figure is kept in the JSON. jaxlaw is jitted: its compile (``.lower`` +
-``.compile`` of the jitted entry point) is timed apart from the steady state.
+worker's own figure is kept in the JSON. jaxlaw is called through its public entry points only:
+the first call (compile + run) is timed apart from the steady state, and ``compile_est_s`` is
+their difference.
 
 Part 2, trajectory recording throughput for a tiny proxy (``ModelConfig.tiny("gpt_neox")``,
 2 layers, hidden 64, vocab 100; pool of 2,048 examples x 64 tokens, 16 prompt + 48 response):
@@ -35,26 +36,31 @@ eval mode, no grad, batch size 1, HF loss with the prompt masked) and torch batc
 Method (/work/shared/benchmarking.md): every method runs in its own worker process (this file
 with ``--worker``), one at a time for setup and compile, then timed runs alternate ABBA
 (forward order, then reversed) between the workers; figures are medians over the timed runs.
-Workers get ``OMP_WAIT_POLICY=PASSIVE`` and JAX is pinned to the CPU. One JSON line per run is
-appended to benchmark/results/bench_s2l.jsonl. The full run takes ~4-6 minutes on the 2-core dev
-machine; ``--quick`` (N = 1e5 only, 2 blocks, smaller proxy sweep) about 1.
+Workers get ``OMP_WAIT_POLICY=PASSIVE`` and JAX is pinned to the CPU (benchmark/_harness.py).
+One JSON line per run is appended to benchmark/results/bench_s2l.jsonl. The full run takes ~4-6
+minutes on the 2-core dev machine; ``--quick`` (N = 1e5 only, 2 blocks, smaller proxy sweep)
+about 1.
 """
 
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
-import sys
 import time
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from _harness import (
+    Worker,
+    abba,
+    close_all,
+    contention_note,
+    finish,
+    one_shot,
+    serve,
+    start,
+    summarize,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_s2l.jsonl"
 T, K, ITERS, GROUPS = 12, 100, 20, 400
 SUBSAMPLE = 256  # faiss's default max_points_per_centroid
@@ -62,31 +68,6 @@ SEED = 0
 KM_METHODS = ("jaxlaw_full", "sklearn_full", "faiss_full", "jaxlaw_sub", "faiss_sub")
 PROXY = dict(n=2048, seq=64, prompt=16, ckpts=12, train_steps=120, train_batch=32, batch=256)
 QUICK_PROXY = dict(n=512, train_steps=24)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def busy_cores(seconds: float = 1.0) -> float:
-    """CPU cores busy over the next ``seconds`` (all processes), from /proc/stat."""
-
-    def sample():
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]
-
-    (t0, i0), _, (t1, i1) = sample(), time.sleep(seconds), sample()
-    return (1.0 - (i1 - i0) / max(t1 - t0, 1)) * (os.cpu_count() or 1)
-
-
-def cpu_model() -> str:
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def trajectories(n: int, seed: int = SEED) -> np.ndarray:
@@ -135,28 +116,19 @@ class KMeansRunner:
         import jax.numpy as jnp
 
         from jaxlaw.data_selection.s2l import kmeans, lloyd
-        from jaxlaw.data_selection.s2l._kmeans import (
-            DEFAULT_CHUNK_ROWS,
-            _kmeans_jit,
-            _lloyd_jit,
-        )
 
+        # Public entry points only: their compile is the first call's excess over a steady
+        # call (``first_run_s - median_s``), reported as ``compile_est_s``.
         self.jax = jax
         x = jax.block_until_ready(jnp.asarray(self.x))
         c0 = jnp.asarray(self.c0)
-        t0 = time.perf_counter()
         if self.method == "jaxlaw_full":
-            lowered = _lloyd_jit.lower(x, c0, ITERS, DEFAULT_CHUNK_ROWS, None)
             self.fit = lambda: lloyd(x, c0, iters=ITERS)
         else:
             key = jax.random.key(SEED)
-            args = (x, key, K, "random", ITERS, 1, SUBSAMPLE * K, DEFAULT_CHUNK_ROWS, None)
-            lowered = _kmeans_jit.lower(*args)
-            self.fit = lambda: kmeans(x, K, key=key, iters=ITERS)
-        t1 = time.perf_counter()
-        lowered.compile()
-        t2 = time.perf_counter()
-        self.info = {"lower_s": t1 - t0, "compile_s": t2 - t1, "devices": str(jax.devices())}
+            self.fit = lambda: kmeans(
+                x, K, key=key, init="random", iters=ITERS, max_points_per_centroid=SUBSAMPLE
+            )
 
     def _run_jaxlaw(self):
         res = self.jax.block_until_ready(self.fit())
@@ -323,68 +295,22 @@ def proxy_torch(spec: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------- plumbing
+class _KMeansWorker:
+    def __init__(self, method: str, n: int):
+        t0 = time.perf_counter()
+        self.runner = KMeansRunner(method, n)
+        first = self.runner.run()  # warm-up (jaxlaw: includes the compile)
+        self.info = self.runner.info | {"setup_s": time.perf_counter() - t0, "first_run": first}
+
+
 def worker_main(args) -> None:
-    reply = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # library prints must not corrupt the reply channel
-
-    def send(obj):
-        reply.write(json.dumps(obj) + "\n")
-
     spec = json.loads(args.spec)
     if args.worker == "proxy_jaxlaw":
-        send(proxy_jaxlaw(spec) | {"peak_rss_mb": peak_rss_mb()})
-        return
-    if args.worker == "proxy_torch":
-        send(proxy_torch(spec) | {"peak_rss_mb": peak_rss_mb()})
-        return
-    t0 = time.perf_counter()
-    runner = KMeansRunner(args.worker, spec["n"])
-    first = runner.run()  # warm-up (jaxlaw: the first ordinary call re-traces, no recompile)
-    send(runner.info | {"setup_s": time.perf_counter() - t0, "first_run": first})
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        if cmd["op"] == "run":
-            send(runner.run())
-        else:
-            send({"peak_rss_mb": peak_rss_mb()})
-            return
-
-
-class Worker:
-    def __init__(self, kind: str, spec: dict, log_dir: Path):
-        env = dict(os.environ)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        env.setdefault("JAX_PLATFORMS", "cpu")
-        env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        self.kind = kind
-        self.log_path = log_dir / f"bench_s2l_{kind}_{os.getpid()}.log"
-        self.log = self.log_path.open("w")
-        cmd = [sys.executable, __file__, "--worker", kind, "--spec", json.dumps(spec)]
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-            cwd=REPO, env=env,
-        )  # fmt: skip
-
-    def recv(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            self.log.flush()
-            tail = "\n".join(self.log_path.read_text().splitlines()[-30:])
-            raise RuntimeError(f"{self.kind} worker died (rc {self.proc.returncode}):\n{tail}")
-        return json.loads(line)
-
-    def send(self, obj: dict) -> dict:
-        self.proc.stdin.write(json.dumps(obj) + "\n")
-        self.proc.stdin.flush()
-        return self.recv()
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-        self.log_path.unlink(missing_ok=True)
+        serve(lambda: proxy_jaxlaw(spec), None)
+    elif args.worker == "proxy_torch":
+        serve(lambda: proxy_torch(spec), None)
+    else:
+        serve(lambda: _KMeansWorker(args.worker, spec["n"]), lambda w, cmd: w.runner.run())
 
 
 def bench_kmeans(n: int, blocks: int, log_dir: Path) -> dict:
@@ -393,41 +319,32 @@ def bench_kmeans(n: int, blocks: int, log_dir: Path) -> dict:
         "ABBA order"
     )
     x = trajectories(n)
-    workers, setup = {}, {}
+    workers: dict[str, Worker] = {}
     try:
         for m in KM_METHODS:  # setup + compile + a warm-up fit, one worker at a time
-            workers[m] = Worker(m, {"n": n}, log_dir)
-            setup[m] = workers[m].recv()
-        times = {m: [] for m in KM_METHODS}
-        cpu = {m: [] for m in KM_METHODS}
-        own = {m: [] for m in KM_METHODS}
-        for b in range(blocks):
-            order = KM_METHODS if b % 2 == 0 else KM_METHODS[::-1]
-            for m in order:
-                r = workers[m].send({"op": "run"})
-                times[m].append(r["wall"])
-                cpu[m].append(r["cpu"])
-                own[m].append(r["own_objective"])
-        final = {m: w.send({"op": "finish"}) for m, w in workers.items()}
+            workers[m] = Worker(__file__, m, {"n": n}, log_dir=log_dir)
+        replies = abba(workers, blocks, {"op": "run"})
     finally:
-        for w in workers.values():
-            w.close()
+        final = close_all(workers)
     stats = {}
     for m in KM_METHODS:
-        c = np.asarray(setup[m]["first_run"]["centroids"])
-        med = float(np.median(times[m]))
-        stats[m] = {
-            "median_s": med,
-            "min_s": float(np.min(times[m])),
-            "max_s": float(np.max(times[m])),
-            "cpu_over_wall": float(np.median(np.asarray(cpu[m]) / np.asarray(times[m]))),
-            "objective": objective64(x, c),
-            "own_objective": own[m][0],
-            "n_iter": setup[m]["first_run"]["n_iter"],
-            "first_run_s": setup[m]["first_run"]["wall"],
-            "wall_s": times[m],
-            "peak_rss_mb": final[m]["peak_rss_mb"],
-        } | {k: v for k, v in setup[m].items() if k not in ("first_run",)}
+        setup = workers[m].setup
+        times = [r["wall"] for r in replies[m]]
+        s = summarize(times, [r["cpu"] for r in replies[m]])
+        stats[m] = (
+            {k: s[k] for k in ("median_s", "min_s", "max_s", "cpu_over_wall")}
+            | {
+                "objective": objective64(x, np.asarray(setup["first_run"]["centroids"])),
+                "own_objective": replies[m][0]["own_objective"],
+                "n_iter": setup["first_run"]["n_iter"],
+                "first_run_s": setup["first_run"]["wall"],
+                "wall_s": times,
+                "peak_rss_mb": final[m]["peak_rss_mb"],
+            }
+            | {k: v for k, v in setup.items() if k != "first_run"}
+        )
+        if m.startswith("jaxlaw"):
+            stats[m]["compile_est_s"] = stats[m]["first_run_s"] - stats[m]["median_s"]
     base = stats["sklearn_full"]["objective"]
     print(
         f"{'method':13s} {'median s (min-max)':>22s} {'objective (f64)':>17s} {'obj/sklearn':>11s} "
@@ -435,7 +352,7 @@ def bench_kmeans(n: int, blocks: int, log_dir: Path) -> dict:
     )
     for m in KM_METHODS:
         s = stats[m]
-        comp = f"{s['compile_s']:.2f}s" if "compile_s" in s else "-"
+        comp = f"{s['compile_est_s']:.2f}s" if "compile_est_s" in s else "-"
         print(
             f"{m:13s} {s['median_s']:9.3f} ({s['min_s']:.3f}-{s['max_s']:.3f}) "
             f"{s['objective']:17,.1f} {s['objective'] / base:11.4f} {s['n_iter']:5d} "
@@ -468,13 +385,10 @@ def bench_proxy(spec: dict, log_dir: Path) -> dict:
         f"\n[trajectory recording] tiny proxy, pool {spec['n']} x {spec['seq']} tokens "
         f"({spec['seq'] - spec['prompt']} response), T={spec['ckpts']}"
     )
-    out = {}
-    for kind in ("proxy_jaxlaw", "proxy_torch"):  # one at a time
-        w = Worker(kind, spec, log_dir)
-        try:
-            out[kind] = w.recv()
-        finally:
-            w.close()
+    out = {
+        kind: one_shot(__file__, kind, spec, log_dir=log_dir)
+        for kind in ("proxy_jaxlaw", "proxy_torch")
+    }
     j, t = out["proxy_jaxlaw"], out["proxy_torch"]
     print(
         f"  jaxlaw evaluate (one sweep, batch {spec['batch']}): "
@@ -513,14 +427,8 @@ def main(argv=None) -> dict | None:
     if args.worker:
         worker_main(args)
         return None
-    sys.stdout.reconfigure(line_buffering=True)
     sizes = args.sizes or ([100_000] if args.quick else [100_000, 1_000_000])
-    t_start = time.perf_counter()
-    busy0, load0 = busy_cores(), os.getloadavg()
-    print(
-        f"bench_s2l | {cpu_model()} | {os.cpu_count()} cpus | load avg {load0[0]:.2f}, busy "
-        f"cores now {busy0:.2f}"
-    )
+    record = start("bench_s2l")
     log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
     kmeans_results = []
     for n in sizes:
@@ -531,8 +439,6 @@ def main(argv=None) -> dict | None:
         spec = dict(PROXY) | (QUICK_PROXY if args.quick else {})
         spec |= {"reps": 2 if args.quick else 5, "batch1_examples": 256 if args.quick else 512}
         proxy = bench_proxy(spec, log_dir)
-    total = time.perf_counter() - t_start
-    load1 = os.getloadavg()
     verdicts = []
     for r in kmeans_results:
         q = r["ratios"]
@@ -544,50 +450,14 @@ def main(argv=None) -> dict | None:
             f"{q['sub_jaxlaw_over_faiss_time']:.2f}x faiss's "
             f"({'met' if q['sub_jaxlaw_over_faiss_time'] <= 2 else 'NOT met'})"
         )
-    note = ""
-    if busy0 > 0.3:
-        note = (
-            f" NOTE: {busy0:.2f} cores were busy before the run (shared machine): timings are "
-            "noisy, compare the ABBA medians and ratios, not absolute seconds."
-        )
-    print("\ninterpretation: " + "; ".join(verdicts) + "." + note)
-    print(f"total wall time {total:.0f} s (load avg {load0[0]:.2f} -> {load1[0]:.2f})")
-
-    def ver(pkg):
-        try:
-            return version(pkg)
-        except PackageNotFoundError:
-            return None
-
-    record = {
-        "bench": "bench_s2l",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "argv": sys.argv[1:],
+    print("\ninterpretation: " + "; ".join(verdicts) + ". " + contention_note(record))
+    record |= {
         "setup": {"T": T, "K": K, "iters": ITERS, "groups": GROUPS, "subsample": SUBSAMPLE},
         "kmeans": kmeans_results,
         "proxy": proxy,
-        "total_wall_s": total,
-        "busy_cores_at_start": busy0,
-        "loadavg_1min": {"start": load0[0], "end": load1[0]},
-        "machine": {
-            "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-        },
-        "versions": {
-            "python": platform.python_version(),
-            **{
-                p: ver(p)
-                for p in ("jax", "jaxlib", "flax", "scikit-learn", "faiss-cpu", "torch", "numpy")
-            },
-        },
     }
-    if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with RESULTS.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(f"appended to {RESULTS.relative_to(REPO)}")
-    return record
+    packages = ("jax", "jaxlib", "flax", "scikit-learn", "faiss-cpu", "torch", "numpy")
+    return finish(record, RESULTS, save=not args.no_save, packages=packages)
 
 
 if __name__ == "__main__":

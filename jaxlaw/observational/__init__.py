@@ -13,6 +13,8 @@ fitted to the target through a sigmoid link. Entry points::
 
 `observe_grid` fits targets x predictor sets x bootstrap replicates in one vmapped call;
 `v_optimal` chooses which model families to evaluate (V-optimal design).
+`reproduce_obscaling(ObscalingConfig())` recomputes the paper's analyses with checks against the
+reference numbers; `write_obscaling(result, out)` writes the CSVs, summary.md and figures.
 """
 
 from ._compute import EquivFlops as EquivFlops
@@ -51,6 +53,11 @@ from ._presets import get_preset as get_preset
 from ._regression import RegressionFit as RegressionFit
 from ._regression import fit_link as fit_link
 from ._regression import fit_links as fit_links
+from ._reproduce import ObscalingConfig as ObscalingConfig
+from ._reproduce import ObscalingResult as ObscalingResult
+from ._reproduce import obscaling_markdown as obscaling_markdown
+from ._reproduce import reproduce_obscaling as reproduce_obscaling
+from ._reproduce import write_obscaling as write_obscaling
 from ._split import Split as Split
 from ._split import apply_heldout as apply_heldout
 from ._split import cutoff_split as cutoff_split

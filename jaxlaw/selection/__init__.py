@@ -9,6 +9,9 @@ PearCorr/RelAcc tables), dispatching through the `METHODS` registry::
     grid = selection_grid({"flan": load_dataset("flan")}, ["AtS", "SubTuning"])
     METHODS["mymethod"] = my_fn   # fn(table, budgets, target, **kw) -> (budgets, models)
 
+`reproduce_rectified(RectifiedConfig())` recomputes the paper's Tables 1-3 with checks against
+its numbers; `write_rectified(result, out)` writes the CSVs, tables.md and figures.
+
 AtS (`ats`, `ats_curves`) is the loop-free, vmapped form of the reference's Accept-then-Stop
 extrapolation (Lin et al., ICML 2024). Enable ``jax_enable_x64`` for reference parity.
 """
@@ -41,6 +44,11 @@ from ._methods import per_budget as per_budget
 from ._metrics import pearson as pearson
 from ._metrics import rank_models as rank_models
 from ._metrics import rel_acc as rel_acc
+from ._reproduce import RectifiedConfig as RectifiedConfig
+from ._reproduce import RectifiedResult as RectifiedResult
+from ._reproduce import rectified_markdown as rectified_markdown
+from ._reproduce import reproduce_rectified as reproduce_rectified
+from ._reproduce import write_rectified as write_rectified
 from ._select import BUDGETS as BUDGETS
 from ._select import Selection as Selection
 from ._select import select as select
