@@ -38,7 +38,7 @@ def candidates(vocab: int, positions: int, steps: float = 1.0) -> tuple[Candidat
 
     Compute per token is roughly the multiply-adds of the layers plus the output head
     (vocab x hidden): ~45k (nano), ~105k (micro), ~165k (small), ~430k (base) at vocab 1024,
-    so 800 / 400 / 200 / 100 steps cost about the same: small models see more tokens, big ones
+    so 600 / 300 / 150 / 75 steps cost about the same: small models see more tokens, big ones
     fewer (the Chinchilla trade-off). ``llama-docs`` is ``llama-small`` pre-trained on the
     docstrings instead of the whole source. ``steps`` scales every step count (smoke tests).
     """
@@ -55,11 +55,11 @@ def candidates(vocab: int, positions: int, steps: float = 1.0) -> tuple[Candidat
     base = _shape("qwen2", vocab, positions, hidden_size=96, n_layers=3, n_heads=6,
                   n_kv_heads=2, intermediate_size=256)  # fmt: skip
     return (
-        Candidate("gpt2-nano", nano, "stdlib", n(800)),
-        Candidate("pythia-micro", micro, "stdlib", n(400)),
-        Candidate("llama-small", small, "stdlib", n(200)),
-        Candidate("qwen2-base", base, "stdlib", n(100)),
-        Candidate("llama-docs", small, "docs", n(200)),
+        Candidate("gpt2-nano", nano, "stdlib", n(600)),
+        Candidate("pythia-micro", micro, "stdlib", n(300)),
+        Candidate("llama-small", small, "stdlib", n(150)),
+        Candidate("qwen2-base", base, "stdlib", n(75)),
+        Candidate("llama-docs", small, "docs", n(150)),
     )
 
 
@@ -95,9 +95,9 @@ class DemoConfig:
             sizes=(16, 32, 64, 128, 256, 512, 1024, 2048),
             lora=LoraConfig(targets=r"attn\.(qkv|q_proj|v_proj|o_proj)$|mlp\.", rank=8),
             train=TrainConfig(batch_size=16, lr=2e-3, warmup_steps=5),
-            epochs=3.0,  # 2048 examples x 3 / 16 per step = 384 steps at most
+            epochs=2.0,  # 2048 examples x 2 / 16 per step = 256 steps at most
             min_steps=20,
-            max_steps=400,
+            max_steps=256,
             seq_len=48,  # doctest rows are <= 47 tokens at vocab 1024
         )
     )

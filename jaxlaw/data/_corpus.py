@@ -79,7 +79,7 @@ def _csv_records(path: Path, text: str) -> list[dict[str, Any]]:
                 raise ValueError(
                     f"{path}: line {reader.line_num} has {len(row)} cells, the header {len(header)}"
                 )
-            records.append(dict(zip(header, row + [None] * (len(header) - len(row)))))
+            records.append(dict(zip(header, row + [""] * (len(header) - len(row)))))
     except csv.Error as e:
         raise ValueError(f"{path}: cannot read as csv: line {reader.line_num}: {e}") from None
     return records
@@ -95,7 +95,7 @@ def load_records(
 
     Formats, by suffix: ``.jsonl`` (one JSON object a line; blank lines skipped), ``.json`` (a
     list of objects, or JSON lines), ``.csv`` (header row; every cell read as a string, empty
-    cells as ``""``, missing trailing cells as None) and ``.txt`` (field ``"text"``: one record
+    and missing trailing cells as ``""``) and ``.txt`` (field ``"text"``: one record
     per non-blank line, or one for the whole file). Text is UTF-8 (a leading byte-order mark is
     dropped) with universal newlines. Nothing is written anywhere. The records equal what
     ``datasets.load_dataset`` gave the earlier version of this function (with string-typed CSV
