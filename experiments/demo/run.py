@@ -3,7 +3,7 @@
 Nothing is downloaded. The demo
 
 1. pre-trains five small candidate language models (GPT-2, GPT-NeoX, Llama and Qwen2 shapes,
-   0.08-0.45M parameters) with about the same compute each, spent on different trade-offs
+   0.05-0.39M parameters) with about the same compute each, spent on different trade-offs
    (small and long, big and short) and on two corpora made from the Python standard library
    (its source, or its docstrings alone), with one byte-level BPE tokenizer shared by all;
 2. generates the target task locally: Python REPL examples (``>>> sorted('bca')`` ->
