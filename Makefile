@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m jaxlaw.demo
+	$(PY) -m experiments.demo.run
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

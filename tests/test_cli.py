@@ -1,7 +1,4 @@
-"""The command line, the demo and the reproduction script, run as a user would."""
-
-import subprocess
-import sys
+"""The command line and the reproduction script, run as a user would (the demo: test_demo.py)."""
 
 import pandas as pd
 import pytest
@@ -77,19 +74,3 @@ def test_reproduce_quick(data_root, tmp_path):
     assert list(rmsd.columns) == ["dataset", "model", "law", "rmsd_log"] and len(rmsd) == 360
     for f in ("tables.md", "rmsd.png", "selection.png", "fits_flan.png", "config.json"):
         assert (out / f).stat().st_size > 0
-
-
-@pytest.mark.slow
-def test_demo_smoke_end_to_end(tmp_path):
-    """`make demo` in miniature: pre-train, sweep, select, plot; needs no data or network."""
-    out = tmp_path / "demo"
-    env = {"JAXLAW_DATA": str(tmp_path / "absent"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    cmd = [sys.executable, "-m", "jaxlaw.demo", "--smoke", "--out", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    for text in ("[1/4]", "[4/4]", "AtS ranking of 2 models", "chosen:", "OurFit ranking"):
-        assert text in r.stdout
-    header = (out / "sweep.csv").read_text().splitlines()[0]
-    assert header == "config name,0,8,16,32,64,size,family"
-    assert (out / "fits.png").stat().st_size > 10_000
-    assert (out / "models" / "gpt2-nano" / "model.safetensors").is_file()

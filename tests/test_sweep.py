@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from experiments.demo.corpus import doctest_task
 from jaxlaw.cli import main
-from jaxlaw.data import doctest_task, load_table, save_tokenizer, train_tokenizer
+from jaxlaw.data import load_table, save_tokenizer, train_tokenizer
 from jaxlaw.lora import LoraConfig
 from jaxlaw.models import ModelConfig, init_model, save_pretrained
 from jaxlaw.selection import select

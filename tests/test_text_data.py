@@ -1,4 +1,4 @@
-"""jaxlaw.data text pipeline: tokenizers, record files, masks, bucketing, packing, demo data.
+"""jaxlaw.data text pipeline: tokenizers, record files, masks, bucketing, packing, corpora.
 
 Everything is offline: tokenizers are trained here on a slice of the standard library.
 """
@@ -11,19 +11,16 @@ import warnings
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import jax.random as jr
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxlaw.data import (
-    DOCTEST_FAMILIES,
     ENDOFTEXT,
     TextTokenizer,
     TokenizedSet,
     TruncationWarning,
-    doctest_task,
     format_examples,
     load_records,
     load_task,
@@ -185,30 +182,7 @@ def test_pack_covers_every_token_once_in_order(tok, seq_len):
     np.testing.assert_array_equal(ts.example_id, np.arange(ts.n_examples))
 
 
-# --- demo data ------------------------------------------------------------------------------
-
-
-def test_doctest_task_is_deterministic_and_correct(key):
-    prompts, responses = doctest_task(300, key=key)
-    again = doctest_task(300, key=jr.key(0))
-    assert (prompts, responses) == (again.prompts, again.responses)
-    assert doctest_task(300, key=jr.key(1)).prompts != prompts
-    for p, r in zip(prompts, responses):
-        assert re.fullmatch(r">>> [^\n]+\n", p), p
-        assert repr(eval(p[4:])) == r, p
-    # Each family shows up, and a one-family task only draws from that family.
-    assert len(set(prompts)) > 200
-    arith = doctest_task(300, key=key, families=["arith"]).prompts
-    assert all(re.fullmatch(r">>> [\d()+\-*/%divmod, ]+\n", p) for p in arith)
-    with pytest.raises(ValueError, match="unknown doctest families"):
-        doctest_task(3, key=key, families=["nope"])
-    assert set(DOCTEST_FAMILIES) == {"arith", "str", "list", "builtin"}
-
-
-def test_doctest_examples_are_short(tok, key):
-    ex = doctest_task(300, key=key)
-    lengths = [len(tok.encode(p)) + len(tok.encode(r)) + 2 for p, r in zip(*ex)]
-    assert max(lengths) <= 64 and np.median(lengths) < 32
+# --- corpora ---------------------------------------------------------------------------------
 
 
 def test_stdlib_corpus(tmp_path):
@@ -280,6 +254,93 @@ def test_load_errors(tmp_path):
         load_task(tmp_path / "gap.jsonl", response_field="answer")
     with pytest.raises(ValueError, match=r"gap\.jsonl: record 1 has no value for field 'response'"):
         load_task(tmp_path / "gap.jsonl")
+
+
+def _datasets_records(path, text_by="line"):
+    """What the former `load_records` returned: ``datasets.load_dataset``, as it called it."""
+    import csv
+    import tempfile
+
+    datasets = pytest.importorskip("datasets")
+    builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text"}[path.suffix]
+    kwargs = {}
+    if builder == "csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f))
+        features = datasets.Features({h: datasets.Value("string") for h in header})
+        kwargs = dict(keep_default_na=False, features=features)
+    elif builder == "text":
+        kwargs = dict(sample_by="line" if text_by == "line" else "document")
+    with tempfile.TemporaryDirectory() as cache:
+        ds = datasets.load_dataset(
+            builder, data_files=str(path), split="train", keep_in_memory=True, cache_dir=cache,
+            **kwargs,
+        )  # fmt: skip
+        records = ds.to_list()
+    if builder == "text" and text_by == "line":
+        records = [r for r in records if r["text"].strip()]
+    return records
+
+
+def test_load_records_equals_the_datasets_reader(tmp_path):
+    """Guards the stdlib rewrite of `load_records`: on files with unicode, quotes, embedded
+    newlines, blank lines, keys missing from some rows and short CSV rows, the records equal
+    those of ``datasets.load_dataset`` (the former implementation), exactly."""
+    rows = [
+        {"prompt": "Q: caf\u00e9 \u4e2d?\n", "response": 'say "hi"', "n": 1, "tags": ["a"]},
+        {"prompt": "", "response": "line\nbreak", "n": 2, "tags": []},
+        {"response": "no prompt here", "n": 3, "tags": ["b", "c"]},
+    ]
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    (tmp_path / "t.json").write_text(json.dumps(rows, indent=2))
+    (tmp_path / "t.csv").write_text(
+        'prompt,response,n\n"two\nlines","a, ""quoted"" b",04\n\nx,NA\n\u00e9,,\n'
+    )
+    (tmp_path / "t.txt").write_bytes("one\r\ntwo \u00e9\n\n   \nthree".encode())
+    for name in ("t.jsonl", "t.json", "t.csv", "t.txt"):
+        assert load_records(tmp_path / name) == _datasets_records(tmp_path / name), name
+    for text_by in ("line", "file"):
+        got = load_records(tmp_path / "t.txt", text_by=text_by)
+        assert got == _datasets_records(tmp_path / "t.txt", text_by), text_by
+    # A short CSV row's missing cell reads as "", like an empty one (pandas under datasets).
+    assert load_records(tmp_path / "t.csv")[1] == {"prompt": "x", "response": "NA", "n": ""}
+
+
+def test_load_records_does_not_import_datasets(tmp_path):
+    """Guards the fix of review.md's hazard: reading a local file went through HF ``datasets``
+    (a 1-2 s import, a temporary Arrow cache); now the stdlib reads it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "t.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    code = (
+        "import sys; from jaxlaw.data import load_task; "
+        f"t = load_task({str(tmp_path / 't.jsonl')!r}); "
+        "assert t.prompts == ['a'], t; assert 'datasets' not in sys.modules, 'datasets imported'"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_load_records_rejects_malformed_files(tmp_path):
+    """One-line ValueErrors naming the file for what the stdlib readers reject."""
+    (tmp_path / "list.jsonl").write_text('{"a": 1}\n[1, 2]\n')
+    (tmp_path / "obj.json").write_text('{"a": 1, "b": [2]}')
+    (tmp_path / "long.csv").write_text("a,b\n1,2,3\n")
+    (tmp_path / "dup.csv").write_text("a,a\n1,2\n")
+    (tmp_path / "latin.txt").write_bytes("caf\u00e9".encode("latin-1"))
+    (tmp_path / "lines.json").write_text('{"a": 1}\n{"a": 2}\n')
+    cases = {
+        "list.jsonl": r"list\.jsonl: record 1 is a list, not a JSON object",
+        "obj.json": r"obj\.json: a \.json file must hold a list of objects",
+        "long.csv": r"long\.csv: line 2 has 3 cells, the header 2",
+        "dup.csv": r"dup\.csv: duplicate column name\(s\) 'a'",
+        "latin.txt": r"latin\.txt: not UTF-8 text",
+    }
+    for name, msg in cases.items():
+        with pytest.raises(ValueError, match=msg):
+            load_records(tmp_path / name)
+    assert load_records(tmp_path / "lines.json") == [{"a": 1}, {"a": 2}]  # JSON lines in .json
 
 
 def test_format_examples():

@@ -12,24 +12,21 @@ bundled copy::
 
 Malformed input raises `TableError` (a ValueError) with one line naming the culprit.
 
-Text for LoRA fine-tuning and pre-training (numpy + ``tokenizers``/``datasets``; jax only for
-the key of `doctest_task`): `load_tokenizer` / `train_tokenizer` / `save_tokenizer` give a
-`TextTokenizer`; `load_records`, `load_task` and `format_examples` read local files into prompt
-and response strings; `tokenize_examples` (loss on the response only) and `pack_texts`
-(pre-training windows) turn them into a `TokenizedSet` of padded arrays plus masks. The demo
-data need no download: `stdlib_corpus` (Python's own standard library) and `doctest_task`
-(REPL examples such as ``>>> sorted('bca')`` -> ``['a', 'b', 'c']``)::
+Text for LoRA fine-tuning and pre-training (numpy + ``tokenizers``): `load_tokenizer` /
+`train_tokenizer` / `save_tokenizer` give a `TextTokenizer`; `load_records`, `load_task` and
+`format_examples` read local files into prompt and response strings; `tokenize_examples` (loss
+on the response only) and `pack_texts` (pre-training windows) turn them into a `TokenizedSet`
+of padded arrays plus masks. `stdlib_corpus` (Python's own standard library) is a pre-training
+corpus that needs no download::
 
-    from jaxlaw.data import doctest_task, stdlib_corpus, tokenize_examples, train_tokenizer
+    from jaxlaw.data import load_task, stdlib_corpus, tokenize_examples, train_tokenizer
     tok = train_tokenizer(stdlib_corpus(), vocab_size=1024)
-    prompts, responses = doctest_task(1000, key=jax.random.key(0))
-    ts = tokenize_examples(tok, prompts, responses)  # ts.tokens.shape == (1000, 64)
+    task = load_task("train.jsonl")             # fields "prompt" and "response"
+    ts = tokenize_examples(tok, task.prompts, task.responses)   # padded arrays + masks
 """
 
-from ._corpus import DOCTEST_FAMILIES as DOCTEST_FAMILIES
 from ._corpus import STDLIB_EXCLUDE as STDLIB_EXCLUDE
 from ._corpus import Task as Task
-from ._corpus import doctest_task as doctest_task
 from ._corpus import load_records as load_records
 from ._corpus import load_task as load_task
 from ._corpus import stdlib_corpus as stdlib_corpus

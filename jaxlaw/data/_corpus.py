@@ -1,27 +1,19 @@
-"""Local text sources: record files, fine-tuning task files, and the built-in demo's data.
+"""Local text sources: record files, fine-tuning task files, and the standard library's source.
 
-Entry points: `load_records` (.jsonl/.json/.csv/.txt through ``datasets``, offline, nothing
-cached on disk), `load_task` (a prompt/response file for the CLI), `stdlib_corpus` (the Python
-standard library's own source, a pre-training corpus every machine has) and `doctest_task`
-(generated Python REPL examples, the demo's fine-tuning target; the stdlib's docstrings are full
-of such doctests, so a model pre-trained on `stdlib_corpus` starts with partial knowledge).
+Entry points: `load_records` (.jsonl/.json/.csv/.txt with the standard library, offline,
+nothing written to disk), `load_task` (a prompt/response file for the CLI) and `stdlib_corpus`
+(the Python standard library's own source, a pre-training corpus every machine has).
 """
 
-import contextlib
+import csv
+import io
+import json
 import sysconfig
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import jax.numpy as jnp
-import jax.random as jr
-import numpy as np
-
-from .._types import Key
-from ._text import Examples
-
-_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text"}
+_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".txt": "text"}
 
 
 class Task(NamedTuple):
@@ -38,30 +30,59 @@ class Task(NamedTuple):
     sources: list[str] | None
 
 
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """Silence ``datasets``' progress bars and logs for one call, then restore its settings."""
-    from datasets.utils import logging as ds_logging
+def _json_rows(path: Path, text: str, fmt: str) -> list[Any]:
+    """The JSON values of a file: one per non-blank line (JSON lines) or the list it holds."""
+    if fmt == "json":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            if e.msg != "Extra data":  # a .json file may hold JSON lines, as ``datasets`` allows
+                raise ValueError(f"{path}: cannot read as json: {e}") from None
+        else:
+            if not isinstance(value, list):
+                raise ValueError(f"{path}: a .json file must hold a list of objects")
+            return value
+    rows = []
+    for i, line in enumerate(text.split("\n")):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: cannot read as json: line {i + 1}: {e}") from None
+    return rows
 
-    bars, level = ds_logging.is_progress_bar_enabled(), ds_logging.get_verbosity()
-    ds_logging.disable_progress_bar()
-    ds_logging.set_verbosity(ds_logging.CRITICAL)  # parse errors come back as our ValueError
+
+def _json_records(path: Path, text: str, fmt: str) -> list[dict[str, Any]]:
+    rows = _json_rows(path, text, fmt)
+    keys: dict[str, None] = {}  # every key, in order of first appearance
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: record {i} is a {type(row).__name__}, not a JSON object")
+        keys.update(dict.fromkeys(row))
+    return [{k: row.get(k) for k in keys} for row in rows]
+
+
+def _csv_records(path: Path, text: str) -> list[dict[str, Any]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    if not header:
+        raise ValueError(f"{path}: empty file (no header row)")
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise ValueError(f"{path}: duplicate column name(s) {', '.join(map(repr, dup))}")
+    records = []
     try:
-        yield
-    finally:
-        ds_logging.set_verbosity(level)
-        if bars:
-            ds_logging.enable_progress_bar()
-
-
-def _root_cause(e: BaseException) -> str:
-    for _ in range(20):  # bounded: a chain can in principle loop back on itself
-        inner = e.__cause__ or e.__context__
-        if inner is None:
-            break
-        e = inner
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
+        for row in reader:
+            if not row:  # a blank line
+                continue
+            if len(row) > len(header):
+                raise ValueError(
+                    f"{path}: line {reader.line_num} has {len(row)} cells, the header {len(header)}"
+                )
+            records.append(dict(zip(header, row + [""] * (len(header) - len(row)))))
+    except csv.Error as e:
+        raise ValueError(f"{path}: cannot read as csv: line {reader.line_num}: {e}") from None
+    return records
 
 
 def load_records(
@@ -70,19 +91,21 @@ def load_records(
     fields: Sequence[str] | None = None,
     text_by: Literal["line", "file"] = "line",
 ) -> list[dict[str, Any]]:
-    """Read a local data file into a list of records (dicts), through ``datasets``, offline.
+    """Read a local data file into a list of records (dicts), with the standard library.
 
-    Formats, by suffix: ``.jsonl`` (one JSON object a line), ``.json`` (a list of objects),
-    ``.csv`` (header row; every cell read as a string, empty cells as ``""``) and ``.txt``
-    (field ``"text"``: one record per non-empty line, or one for the whole file). The file is
-    parsed into memory with a temporary cache that is deleted afterwards, so nothing is written
-    beside the data or into the repository. ``datasets`` needs no network for these formats;
-    set ``HF_DATASETS_OFFLINE=1`` to be sure.
+    Formats, by suffix: ``.jsonl`` (one JSON object a line; blank lines skipped), ``.json`` (a
+    list of objects, or JSON lines), ``.csv`` (header row; every cell read as a string, empty
+    and missing trailing cells as ``""``) and ``.txt`` (field ``"text"``: one record
+    per non-blank line, or one for the whole file). Text is UTF-8 (a leading byte-order mark is
+    dropped) with universal newlines. Nothing is written anywhere. The records equal what
+    ``datasets.load_dataset`` gave the earlier version of this function (with string-typed CSV
+    columns), except that JSON values keep their own types (``datasets`` unifies a column's type,
+    turning ``1`` into ``1.0`` next to ``2.5``).
 
     Args:
         path: the file.
         fields: fields every record must have; if given, records keep only these.
-        text_by: for ``.txt``: ``"line"`` (non-empty lines) or ``"file"`` (whole file).
+        text_by: for ``.txt``: ``"line"`` (non-blank lines) or ``"file"`` (whole file).
 
     Returns:
         The records in file order; a JSON key missing from some rows reads as None.
@@ -92,8 +115,8 @@ def load_records(
             field is absent; the one-line message names the file and the field.
     """
     path = Path(path)
-    builder = _BUILDERS.get(path.suffix.lower())
-    if builder is None:
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
         raise ValueError(
             f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .json, .csv or .txt)"
         )
@@ -101,40 +124,19 @@ def load_records(
         raise ValueError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file")
-    kwargs: dict[str, Any] = {}
-    if builder == "csv":
-        import csv
-
-        from datasets import Features, Value
-
-        with path.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-        if not header:
-            raise ValueError(f"{path}: empty file (no header row)")
-        # Strings throughout: "04" must not become 4, nor "NA" a missing value.
-        kwargs = dict(
-            keep_default_na=False, features=Features({h: Value("string") for h in header})
-        )
-    elif builder == "text":
-        kwargs = dict(sample_by="line" if text_by == "line" else "document")
-
-    from datasets import load_dataset
-
-    with _quiet_datasets(), tempfile.TemporaryDirectory(prefix="jaxlaw-datasets-") as cache:
-        try:
-            ds = load_dataset(
-                builder,
-                data_files=str(path.resolve()),
-                split="train",
-                keep_in_memory=True,
-                cache_dir=cache,
-                **kwargs,
-            )
-        except Exception as e:  # datasets wraps parser errors in several exception types
-            raise ValueError(f"{path}: cannot read as {builder}: {_root_cause(e)}") from None
-        records = ds.to_list()
-    if builder == "text" and text_by == "line":
-        records = [r for r in records if r["text"].strip()]
+    try:
+        # csv reads its own line ends, so that a quoted cell keeps the newlines it holds.
+        with path.open(encoding="utf-8-sig", newline="" if fmt == "csv" else None) as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text: {e}") from None
+    if fmt == "csv":
+        records = _csv_records(path, text)
+    elif fmt == "text":
+        lines = text.split("\n") if text_by == "line" else [text]
+        records = [{"text": t} for t in lines if t.strip()]
+    else:
+        records = _json_records(path, text, fmt)
     if not records:
         raise ValueError(f"{path}: empty file (no records)")
     if fields is not None:
@@ -252,145 +254,3 @@ def stdlib_corpus(
         if total >= max_chars:
             break
     return docs
-
-
-# The demo task: short Python REPL exchanges. Each family is a list of expression makers; a
-# maker reads random ints from a `_Draw` (one row of the single randint call) and returns
-# source text. Answers come from evaluating that text, never from a hand-written formula.
-DOCTEST_FAMILIES = ("arith", "str", "list", "builtin")
-_N_SLOTS = 8  # random ints per example; the hungriest maker reads 6
-_WORDS = (
-    "spam eggs ham abc cat dog code data list text word name line file key value "
-    "python hello world test node tree"
-).split()
-_LETTERS = "abcdefghij"  # few letters, so that count/find/sorted see repeats and hits
-
-
-class _Draw:
-    """Host-side view of one example's random ints, mapped onto ranges."""
-
-    def __init__(self, row: np.ndarray):
-        self.row, self.i = [int(v) for v in row], 0
-
-    def num(self, lo: int, hi: int) -> int:
-        v = lo + self.row[self.i] % (hi - lo + 1)
-        self.i += 1
-        return v
-
-    def pick(self, options: Sequence[Any]) -> Any:
-        return options[self.num(0, len(options) - 1)]
-
-    def word(self) -> str:
-        return self.pick(_WORDS)
-
-    def letters(self, n: int) -> str:
-        return "".join(self.pick(_LETTERS) for _ in range(n))
-
-    def ints(self, n: int, hi: int = 99) -> list[int]:
-        return [self.num(0, hi) for _ in range(n)]
-
-
-def _list(xs: Sequence[int]) -> str:
-    return "[" + ", ".join(map(str, xs)) + "]"
-
-
-_MAKERS = {
-    "arith": [
-        lambda d: f"{d.num(2, 99)} + {d.num(2, 99)}",
-        lambda d: f"{d.num(2, 99)} - {d.num(2, 99)}",
-        lambda d: f"{d.num(2, 19)} * {d.num(2, 19)}",
-        lambda d: f"{d.num(10, 99)} // {d.num(2, 9)}",
-        lambda d: f"{d.num(10, 99)} % {d.num(2, 9)}",
-        lambda d: f"{d.num(2, 9)} ** {d.num(0, 4)}",
-        lambda d: f"({d.num(1, 9)} + {d.num(1, 9)}) * {d.num(2, 9)}",
-        lambda d: f"divmod({d.num(10, 99)}, {d.num(2, 9)})",
-    ],
-    "str": [
-        lambda d: f"'{d.word()}'.upper()",
-        lambda d: f"'{d.word().upper()}'.lower()",
-        lambda d: f"'{d.word()}'.capitalize()",
-        lambda d: f"'{d.word()}'[::-1]",
-        lambda d: f"'{d.letters(2)}' * {d.num(2, 4)}",
-        lambda d: f"'{d.word()}'.find('{d.letters(1)}')",
-        lambda d: f"'{d.letters(5)}'.count('{d.letters(1)}')",
-        lambda d: f"'{(w := d.word())}'.replace('{d.pick(w)}', '{d.letters(1)}')",
-        lambda d: f"'{d.word()} {d.word()}'.split()",
-        lambda d: f"'-'.join('{d.letters(3)}')",
-        lambda d: f"'{(w := d.word())}'.startswith('{d.pick([w[:2], d.letters(2)])}')",
-        lambda d: f"'{d.word()}' + '{d.word()}'",
-    ],
-    "list": [
-        lambda d: f"{_list(d.ints(4))}[{d.num(-4, 3)}]",
-        lambda d: f"{_list(d.ints(2))} + {_list(d.ints(2))}",
-        lambda d: f"{_list(d.ints(4))}[{d.num(0, 2)}:{d.num(2, 4)}]",
-        lambda d: f"sum({_list(d.ints(4, 20))})",
-        lambda d: f"list(reversed({_list(d.ints(4))}))",
-        lambda d: f"[x * {d.num(2, 5)} for x in {_list(d.ints(3, 20))}]",
-        lambda d: f"list(range({d.num(0, 5)}, {d.num(5, 10)}))",
-        lambda d: f"{_list(xs := d.ints(4, 9))}.index({xs[d.num(0, 3)]})",
-        lambda d: f"{_list(d.ints(5, 3))}.count({d.num(0, 3)})",
-    ],
-    "builtin": [
-        lambda d: f"len('{d.word()}')",
-        lambda d: f"len({_list(d.ints(d.num(1, 5)))})",
-        lambda d: f"min({_list(d.ints(4))})",
-        lambda d: f"max({d.num(0, 99)}, {d.num(0, 99)}, {d.num(0, 99)})",
-        lambda d: f"sorted('{d.letters(d.num(3, 5))}')",
-        lambda d: f"sorted({_list(d.ints(4))})",
-        lambda d: f"sorted({_list(d.ints(4))}, reverse=True)",
-        lambda d: f"abs({d.num(-99, -1)})",
-        lambda d: f"str({d.num(0, 99)}) + '{d.letters(2)}'",
-        lambda d: f"list('{d.letters(3)}')",
-        lambda d: f"int('{d.num(0, 99)}') + {d.num(0, 9)}",
-    ],
-}
-# Only what the makers use, so that evaluating a prompt cannot reach anything else.
-_EVAL_BUILTINS = {
-    f.__name__: f
-    for f in (abs, divmod, int, len, list, max, min, range, reversed, sorted, str, sum)
-}
-
-
-def _answer(prompt: str) -> str:
-    """What the REPL prints for a prompt ``">>> <expression>\\n"``: the ``repr`` of its value."""
-    expr = prompt.removeprefix(">>> ").rstrip("\n")
-    return repr(eval(expr, {"__builtins__": _EVAL_BUILTINS}, {}))
-
-
-def doctest_task(n: int, *, key: Key, families: Sequence[str] = DOCTEST_FAMILIES) -> Examples:
-    """Generate Python REPL examples, e.g. ``">>> sorted('bca')\\n"`` -> ``"['a', 'b', 'c']"``.
-
-    Families: integer arithmetic, string methods, list operations, and builtins (len, min, max,
-    sorted, abs, ...). Each example picks a family and an expression shape uniformly, fills it
-    with small random values, and its response is what Python prints for it, obtained by
-    evaluating the expression. All random ints come from one ``jax.random.randint`` call; the
-    text is built on the host. Same key, same examples. With a 1024-token BPE trained on
-    `stdlib_corpus()`, bos + prompt + response + eos is ~20 tokens (median), under 48 for all,
-    so `tokenize_examples` picks the 64 bucket; the response + eos is ~6 tokens.
-
-    Args:
-        n: number of examples.
-        key: a ``jax.random`` key.
-        families: which of `DOCTEST_FAMILIES` to draw from.
-
-    Returns:
-        ``n`` prompts and responses.
-
-    Raises:
-        ValueError: an unknown family name, or ``n < 0``.
-    """
-    unknown = [f for f in families if f not in _MAKERS]
-    if unknown or not families:
-        raise ValueError(f"unknown doctest families {unknown}; choose from {DOCTEST_FAMILIES}")
-    if n < 0:
-        raise ValueError(f"n={n} is negative")
-    # Column 0 picks the family, column 1 the shape, the rest fill in values; int32 so that the
-    # draws are the same with and without jax_enable_x64.
-    draws = np.asarray(jr.randint(key, (n, 2 + _N_SLOTS), 0, 2**30, dtype=jnp.int32))
-    prompts, responses = [], []
-    for row in draws:
-        makers = _MAKERS[families[row[0] % len(families)]]
-        prompt = f">>> {makers[row[1] % len(makers)](_Draw(row[2:]))}\n"
-        prompts.append(prompt)
-        responses.append(_answer(prompt))
-    return Examples(prompts, responses)

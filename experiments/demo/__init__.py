@@ -1,0 +1,1 @@
+"""`make demo`: which pretrained model should we fine-tune? See `experiments.demo.run`."""
