@@ -30,6 +30,7 @@ RUN_FILE = "gradex_run.json"  # written by `grads` beside the gradient store
 TARGETS = r"attn\.(qkv|q_proj|k_proj|v_proj)$"  # GradEx adapts q, k and v (spec 2.1)
 # TrainConfig fields the commands set themselves or do not use.
 TRAIN_SKIP = ("steps", "log_every", "checkpoint_every", "keep_checkpoints")
+FT_SKIP = ("log_every", "checkpoint_every", "keep_checkpoints")  # --ft-steps is a flag
 
 # ------------------------------------------------------------------------ LoRA on disk
 
@@ -324,7 +325,7 @@ class _Run:
 
         a = self.a
         pool = self.pool()
-        cfg = from_args(a, TrainConfig, prefix="ft-", skip=TRAIN_SKIP)
+        cfg = from_args(a, TrainConfig, prefix="ft-", skip=FT_SKIP)
         mask = np.asarray(sample_mask(Z, pool.source_id))
         ft = finetune_subsets(
             self.model, pool, mask, cfg, key=jr.key(seed), progress=not self.quiet
@@ -619,7 +620,7 @@ def _common_query(p: argparse.ArgumentParser) -> None:
         p,
         TrainConfig,
         prefix="ft-",
-        skip=TRAIN_SKIP,
+        skip=FT_SKIP,
         defaults=dict(steps=40, batch_size=32, warmup_steps=0),
         title="real fine-tunes (--validate, --calibrate): TrainConfig",
     )
