@@ -388,3 +388,20 @@ def test_final_loss_and_embedding_baselines():
     with pytest.raises(ValueError, match="budget 300 exceeds the pool of 200 rows"):
         select_embedding_kmeans(emb, 300, key=jr.key(0), k=3)
     assert jnp.asarray(a).dtype == jnp.int32
+
+
+def test_selectors_default_to_kmeanspp_init():
+    """Guards the issue's fix: S2L's default k-means init is k-means++ in every selector (it
+    was "random"); the defaults must give exactly what an explicit ``init="kmeans++"`` gives."""
+    import inspect
+
+    from jaxlaw.data_selection.s2l import kmeans, kmeans_init
+
+    for fn in (s2l_select, select_final_loss_clusters, select_embedding_kmeans, kmeans):
+        assert inspect.signature(fn).parameters["init"].default == "kmeans++", fn.__name__
+    assert inspect.signature(kmeans_init).parameters["method"].default == "kmeans++"
+    x, _ = group_trajectories([120, 50, 30], seed=6)
+    a = s2l_select(x, 40, key=jr.key(3), k=3)
+    b = s2l_select(x, 40, key=jr.key(3), k=3, init="kmeans++")
+    np.testing.assert_array_equal(np.asarray(a.labels), np.asarray(b.labels))
+    np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
