@@ -28,11 +28,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from ..._types import Array, ArrayLike, Float
 from ...lora import split_lora
 from ...training import Batch, example_losses
-from ._fit import _fit_dtype, _host
+from ._fit import _fit_dtype, _float64, _host
 from ._output import output_logodds
 from ._projection import BLOCKS_IN_MEMORY_BYTES, Projection, all_blocks
 
 
+@_float64
 def lora_norm(lora: Any) -> Float[Array, ""]:
     """L2 norm over every LoRA tensor (A and B of all adapted layers): ``||theta*_LoRA||``.
 
@@ -41,7 +42,7 @@ def lora_norm(lora: Any) -> Float[Array, ""]:
             pytree of arrays.
 
     Returns:
-        The norm, a scalar in the fit dtype (float64 under x64).
+        The norm, a float64 scalar (x64 is enabled inside this call).
 
     Raises:
         ValueError: the tree has no leaves (e.g. a model without adapters).
@@ -69,6 +70,7 @@ def _check_scale(scale: float, theta_norm) -> None:
         raise ValueError(f"theta_norm must be a finite scalar >= 0, got {theta_norm!r}")
 
 
+@_float64
 def rescale(
     W: Float[ArrayLike, "subsets proj"],
     gram: Float[ArrayLike, "proj proj"],
@@ -91,7 +93,7 @@ def rescale(
             with `calibrate_scale`).
 
     Returns:
-        ``[subsets]`` coefficients in the fit dtype.
+        ``[subsets]`` float64 coefficients.
 
     Raises:
         ValueError: mismatched shapes, or a negative or non-finite ``scale``/``theta_norm``.
@@ -111,6 +113,7 @@ def _rescale(W, gram, theta_norm, scale, dtype):
     return jnp.where(norm > 0, target / jnp.where(norm > 0, norm, 1.0), 0.0)
 
 
+@_float64
 def estimate_linear(
     W: Float[ArrayLike, "subsets proj"],
     target_grads: Float[ArrayLike, "examples proj"],
@@ -149,7 +152,7 @@ def estimate_linear(
         anchor: if given, the estimate at D = 0 is moved to this value.
 
     Returns:
-        ``[subsets]`` estimated target losses (nats), fit dtype.
+        ``[subsets]`` estimated target losses (nats), float64.
 
     Raises:
         ValueError: mismatched shapes, negative or all-zero weights, bad ``scale``.
@@ -188,6 +191,7 @@ def _weights(weights, n: int, dtype):
     return w / jnp.sum(w)
 
 
+@_float64
 def estimate_first_order(
     W: Float[ArrayLike, "subsets proj"],
     loss_grad: Float[ArrayLike, " proj"],
@@ -212,7 +216,7 @@ def estimate_first_order(
         scale: relative update size.
 
     Returns:
-        ``[subsets]`` estimates, fit dtype.
+        ``[subsets]`` estimates, float64.
 
     Raises:
         ValueError: mismatched shapes or a bad ``scale``.

@@ -10,7 +10,8 @@ regression on the projected per-sample gradients ``g_i`` (``[examples, proj]``) 
 
 The fitted ``w_S`` lives in projected space; ``P w_S`` (`Projection.lift`) is the LoRA update,
 whose size `jaxlaw.data_selection.gradex.rescale` then sets (only its direction matters).
-Fits run in float64 when ``jax_enable_x64`` is on, float32 otherwise.
+Fits run in float64 whether or not the process enables x64: the entry points switch it on
+around their own numerics only (`jax.enable_x64`), the model and its gradients stay float32.
 """
 
 import functools
@@ -39,7 +40,19 @@ _CHUNK_BYTES = 64 * 2**20
 _PAIRS_BYTES = 256 * 2**20
 
 
+def _float64(fn):
+    """Run an entry point with x64 on, so its fit numerics are float64 in any process."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.enable_x64(True):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _fit_dtype():
+    """float64 inside the `_float64` entry points."""
     return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
 
 
@@ -321,6 +334,7 @@ _fit_jit = jax.jit(
 )  # fmt: skip
 
 
+@_float64
 def fit_subsets(
     grads: Float[ArrayLike, "examples proj"],
     outputs: Float[ArrayLike, " examples"],
@@ -395,7 +409,7 @@ def fit_subsets(
         chunk: subsets per vmapped chunk (None: from a 64 MiB scratch budget).
 
     Returns:
-        ``W``, ``[subsets, proj]`` in the fit dtype (float64 under x64).
+        ``W``, ``[subsets, proj]`` float64 (x64 is enabled inside this call).
 
     Raises:
         ValueError: unknown method/parity/rule, mismatched shapes, non-finite inputs, a subset

@@ -23,6 +23,9 @@ this module reproduces that recipe, except for the default init:
 - **restarts**: inits are vmapped over split keys (restart r uses
   ``jr.split(jr.split(key)[1], restarts)[r]``); all restarts run in one jitted while loop with
   per-restart stop flags, and the one with the lowest training objective wins.
+- **dtype**: every entry point runs under ``jax.enable_x64(True)``, so numpy float64 (and
+  integer) features are clustered in float64 even in a process without x64; a float32 jax
+  array stays float32 (the caller chose it).
 - **sharding**: a row-sharded input (a `jax.Array` whose `NamedSharding` splits axis 0, e.g.
   over the ``data`` axis of `jaxlaw.training.data_mesh`) runs under `jax.shard_map`: each device
   assigns its own rows, per-cluster sums and counts are ``psum``-ed, centroids stay replicated;
@@ -34,6 +37,7 @@ reduce, so the nearest centroid is found with an unrolled compare/select chain o
 Chunks of ~16K rows keep that block in cache (larger chunks were 3x slower on a 2-core box).
 """
 
+import functools
 import math
 from functools import partial
 from typing import NamedTuple
@@ -74,6 +78,18 @@ class KMeansResult(NamedTuple):
 
 
 # --------------------------------------------------------------------------------- helpers
+def _float64(fn):
+    """Run an entry point with x64 on: numpy float64 input stays float64 and integers become
+    float64 even when the process runs without x64 (jax float32 input stays float32)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.enable_x64(True):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _as_features(x, name: str = "x") -> Array:
     """A 2-D float array (integer input promoted to the default float); sharding is kept."""
     if not isinstance(x, jax.Array):
@@ -81,7 +97,7 @@ def _as_features(x, name: str = "x") -> Array:
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (rows, feats), got shape {tuple(x.shape)}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+        x = x.astype(jnp.float64)  # entry points run under x64 (`_float64`)
     return x
 
 
@@ -345,6 +361,7 @@ def _kmeans_init_jit(x, key, k, method):
     return _init(x, k, key, method)
 
 
+@_float64
 def kmeans_init(
     x: Float[ArrayLike, "rows feats"], k: int, *, key: Key, method: InitMethod = "kmeans++"
 ) -> Float[Array, "clusters feats"]:
@@ -383,6 +400,7 @@ def _lloyd_jit(x, centroids, iters, chunk_rows, sharding):
     return KMeansResult(c[0], lab[0], obj[0], counts[0], n_iter[0])
 
 
+@_float64
 def lloyd(
     x: Float[ArrayLike, "rows feats"],
     centroids: Float[ArrayLike, "clusters feats"],
@@ -426,6 +444,7 @@ def _assign_jit(x, centroids, chunk_rows, sharding):
     return _assign_rows(x, centroids, chunk_rows=chunk_rows, sharding=sharding)
 
 
+@_float64
 def assign(
     x: Float[ArrayLike, "rows feats"],
     centroids: Float[ArrayLike, "clusters feats"],
@@ -486,6 +505,7 @@ def _kmeans_jit(x, key, k, init, iters, restarts, n_train, chunk_rows, sharding)
     return KMeansResult(centroids, lab[best], obj[best], counts[best], n_iter[best])
 
 
+@_float64
 def kmeans(
     x: Float[ArrayLike, "rows feats"],
     k: int,
@@ -507,7 +527,8 @@ def kmeans(
     it compiles once per (shape, dtype, k, init, iters, restarts, subsample size, chunk).
 
     Args:
-        x: features, shape (rows, feats), float32 or float64 (integers are promoted); finite.
+        x: features, shape (rows, feats); finite. A float32 jax array stays float32; numpy
+            float64 and integer input run in float64 whether or not x64 is enabled.
             A `jax.Array` sharded by rows over a mesh axis runs data-parallel.
         k: number of clusters, a Python int in 1..rows.
         key: PRNG key (subsample and init draws are split from it).

@@ -42,7 +42,7 @@ import jax.random as jr
 import numpy as np
 
 from ..._types import Array, ArrayLike, Bool, Float, Int, Key
-from ._kmeans import INIT_METHODS, InitMethod, KMeansResult, _as_features, kmeans
+from ._kmeans import INIT_METHODS, InitMethod, KMeansResult, _as_features, _float64, kmeans
 
 Fallback = str  # "pool" | "error"
 FALLBACKS = ("pool", "error")
@@ -323,6 +323,7 @@ def _transform(x: Array, transform: str) -> Array:
     return (x - mu) / jnp.where(sd > 0, sd, 1.0)
 
 
+@_float64
 def s2l_select(
     features: Float[ArrayLike, "rows feats"],
     budget: int,
@@ -352,7 +353,8 @@ def s2l_select(
 
     Args:
         features: one row per example, shape (rows, feats), e.g. losses at T checkpoints;
-            must be finite (fill NaN first; the reference fills NaN losses with 0).
+            must be finite (fill NaN first; the reference fills NaN losses with 0). Numpy
+            float64 features are clustered in float64 with or without x64 (`kmeans`).
         budget: rows to select, an int in 0..rows.
         key: PRNG key for k-means and sampling.
         k: clusters, in 1..rows (per stratum with ``per_stratum_kmeans``).
