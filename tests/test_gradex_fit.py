@@ -681,15 +681,65 @@ def test_forward_stepwise_finds_additive_optimum():
     np.testing.assert_array_equal(res.selected, best)
     np.testing.assert_array_equal(res.selected, a < 0)
     assert res.loss == pytest.approx(best_loss, rel=1e-12)
-    # One batched call per round: K, K-1, ... candidates, then a final round that stops.
+    # One batched call of fixed shape per round (K rows), then a final round that stops.
     n_sel = int((a < 0).sum())
-    assert calls == [k - r for r in range(n_sel + 1)]
+    assert calls == [k] * (n_sel + 1)
     assert res.accepted.tolist() == [True] * n_sel + [False]
     # max_size caps it.
     capped = forward_selection(estimate, k, max_size=2)
     assert capped.selected.sum() == 2 and set(np.flatnonzero(capped.selected)) <= set(
         np.argsort(a)[:2]
     )
+
+
+def _old_stepwise(estimate, k, cap):
+    """The stepwise loop as it was: one row per remaining source, a new shape every round."""
+    sel, current, cands, losses, acc = np.zeros(k, bool), np.inf, [], [], []
+    while sel.sum() < cap:
+        free = np.flatnonzero(~sel)
+        rows = np.repeat(sel[None, :], free.size, axis=0)
+        rows[np.arange(free.size), free] = True
+        est = np.asarray(estimate(rows), np.float64)
+        j = int(np.argmin(est))
+        better = bool(est[j] < current)
+        cands.append(int(free[j]))
+        losses.append(float(est[j]))
+        acc.append(better)
+        if not better:
+            break
+        sel[free[j]] = True
+        current = float(est[j])
+    return sel, current, cands, losses, acc
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_forward_stepwise_equals_the_old_loop_and_compiles_once(seed):
+    """Guards review.md: stepwise rounds passed K, K-1, ... rows, so a jitted estimator
+    recompiled every round. Now every round is one [K, K] call, with the old loop's result."""
+    rng = np.random.default_rng(seed)
+    k = 9
+    v = jnp.asarray(rng.normal(size=k))
+    pair = jnp.asarray(rng.normal(size=(k, k)) * 0.3)
+
+    @jax.jit
+    def est_jit(rows):  # not additive: pairwise interactions, a mean and a size penalty
+        z = rows.astype(v.dtype)
+        n = jnp.sum(z, axis=1)
+        return (z @ v) / n + jnp.einsum("ri,ij,rj->r", z, pair, z) / n**2 + 0.05 * n
+
+    def estimate(rows):
+        return np.asarray(est_jit(jnp.asarray(rows)))
+
+    for cap in (k, 4):
+        est_jit._clear_cache()
+        res = forward_selection(estimate, k, max_size=cap)
+        assert est_jit._cache_size() == 1  # one shape for every round
+        sel, cur, cands, losses, acc = _old_stepwise(estimate, k, cap)
+        np.testing.assert_array_equal(res.selected, sel)
+        assert res.loss == cur
+        assert res.candidates.tolist() == cands and res.accepted.tolist() == acc
+        np.testing.assert_array_equal(res.losses, losses)
+        assert res.n_estimates == k * len(cands)
 
 
 def test_forward_single_pass_is_the_reference_loop():
