@@ -160,8 +160,9 @@ def test_kmeanspp_init_beats_random_init_on_average():
 
 def test_default_init_is_kmeanspp_and_finds_sklearns_optimum_on_separated_blobs():
     """Guards the issue's fix: the default init was "random" (faiss's), which on separated
-    blobs puts several centres in one blob and leaves others uncovered (objective 7-24x
-    sklearn's here); the k-means++ default reaches sklearn's optimum with a single start."""
+    blobs puts several centres in one blob and leaves others uncovered (objective 5-25x
+    sklearn's here, for every key tried); the k-means++ default reaches sklearn's optimum from
+    one start for most keys (10 of 12 seen) and with 3 restarts for every key tried."""
     from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(0)
@@ -170,13 +171,21 @@ def test_default_init_is_kmeanspp_and_finds_sklearns_optimum_on_separated_blobs(
     x = centres[rng.integers(0, k, n)] + rng.normal(0.0, 0.5, (n, t))
     sk = KMeans(k, n_init=10, random_state=0).fit(x)
     sk_obj = float(((x - sk.cluster_centers_[sk.labels_]) ** 2).sum())
-    for seed in range(4):
+
+    def at_optimum(res):
+        # Same partition as sklearn's best of 10: objectives differ by summation order only.
+        return abs(float(res.objective) - sk_obj) <= 1e-9 * sk_obj
+
+    hits = 0
+    for seed in range(8):
         default = kmeans(x, k, key=jr.key(seed))
         pp = kmeans(x, k, key=jr.key(seed), init="kmeans++")
         np.testing.assert_array_equal(np.asarray(default.labels), np.asarray(pp.labels))
-        # Same partition as sklearn's best of 10: the objectives differ by float64 summation
-        # order only.
-        np.testing.assert_allclose(float(default.objective), sk_obj, rtol=1e-9)
+        hits += at_optimum(default)
+        assert not at_optimum(kmeans(x, k, key=jr.key(seed), init="random"))
+    assert hits >= 6, hits
+    for seed in range(4):
+        assert at_optimum(kmeans(x, k, key=jr.key(seed), restarts=3))
     c_default = kmeans_init(x, k, key=jr.key(0))
     c_pp = kmeans_init(x, k, key=jr.key(0), method="kmeans++")
     np.testing.assert_array_equal(np.asarray(c_default), np.asarray(c_pp))

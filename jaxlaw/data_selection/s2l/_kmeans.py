@@ -310,28 +310,43 @@ def _sample_rows(key, n: int, m: int):
     return jnp.sort(jax.lax.top_k(jr.uniform(key, (n,)), m)[1])
 
 
-def _init_random(x, k: int, key):
-    idx = jax.lax.top_k(jr.uniform(key, (x.shape[0],)), k)[1]  # k distinct rows, random order
+def _init_random(x, k: int, key, valid=None):
+    u = jr.uniform(key, (x.shape[0],))
+    if valid is not None:  # padding rows below every uniform: never drawn
+        u = jnp.where(valid, u, -1.0)
+    idx = jax.lax.top_k(u, k)[1]  # k distinct rows, random order
     return x[idx]
 
 
-def _init_kmeanspp(x, k: int, key):
+def _init_kmeanspp(x, k: int, key, valid=None):
     """Greedy k-means++ (sklearn's default): per centre, draw 2 + floor(ln k) candidates by D²
-    sampling and keep the one that lowers the total squared distance most."""
+    sampling (inverse CDF of the cumulated squared distances, as sklearn) and keep the one that
+    lowers the total squared distance most. ``valid`` (a prefix of the rows) marks real rows:
+    padding rows weigh 0 and are never drawn, so padded and unpadded inputs draw alike."""
     n = x.shape[0]
     trials = 2 + int(math.log(k))
+    w = jnp.ones(n, x.dtype) if valid is None else valid.astype(x.dtype)
+    n_valid = n if valid is None else jnp.sum(valid)
     k_first, k_rest = jr.split(key)
-    first = x[jr.randint(k_first, (), 0, n)]
+    first = x[jr.randint(k_first, (), 0, n_valid)]
     c = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
-    d2 = jnp.sum((x - first[None]) ** 2, axis=1)
+    d2 = jnp.sum((x - first[None]) ** 2, axis=1) * w
 
     def body(j, state):
         c, d2 = state
-        total = jnp.sum(d2)
-        # If every row sits on a centre already (duplicates), sample uniformly.
-        logits = jnp.where(total > 0, jnp.log(d2), 0.0)
-        cand = jr.categorical(jr.fold_in(k_rest, j), logits, shape=(trials,))
-        d2_cand = jnp.minimum(d2[None], jnp.sum((x[None] - x[cand][:, None]) ** 2, axis=2))
+        cdf = jnp.cumsum(d2)
+        total = cdf[-1]
+        u = jr.uniform(jr.fold_in(k_rest, j), (trials,), x.dtype)
+        # side="right": rows of weight 0 (chosen centres, padding) are never drawn. If every
+        # row sits on a centre already (duplicates), draw rows uniformly.
+        cand = jnp.where(
+            total > 0,
+            jnp.searchsorted(cdf, u * total, side="right"),
+            jnp.floor(u * n_valid).astype(jnp.int32),
+        )
+        cand = jnp.clip(cand, 0, n_valid - 1)
+        dist = jnp.sum((x[None] - x[cand][:, None]) ** 2, axis=2)
+        d2_cand = jnp.minimum(d2[None], dist) * w[None]
         best = jnp.argmin(jnp.sum(d2_cand, axis=1))  # first on ties
         return c.at[j].set(x[cand[best]]), d2_cand[best]
 
@@ -339,8 +354,10 @@ def _init_kmeanspp(x, k: int, key):
     return c
 
 
-def _init(x, k: int, key, method: str):
-    return _init_random(x, k, key) if method == "random" else _init_kmeanspp(x, k, key)
+def _init(x, k: int, key, method: str, valid=None):
+    if method == "random":
+        return _init_random(x, k, key, valid)
+    return _init_kmeanspp(x, k, key, valid)
 
 
 def _check_common(x: Array, k: int, *, iters: int | None = None, chunk_rows: int) -> None:
