@@ -578,3 +578,45 @@ def kmeans(
     n = x.shape[0]
     cap = n if max_points_per_centroid is None else max_points_per_centroid * k
     return _kmeans_jit(x, key, k, init, iters, restarts, min(n, cap), chunk_rows, _row_sharding(x))
+
+
+def _kmeans_padded_one(x, n_valid, key, *, k, init, iters, restarts, cap, chunk_rows):
+    """`kmeans` of the first ``n_valid`` rows of ``x`` (the rest is padding), same draws.
+
+    The training subsample is the top ``min(n_valid, cap)`` of the same uniforms (padding
+    below them all), in row order, padded to a static ``min(rows, cap)``; the rows are then all
+    assigned to the winning centroids, so labels equal an unpadded `kmeans` call.
+    """
+    n = x.shape[0]
+    m_max = n if cap is None else min(n, cap)
+    m = n_valid if cap is None else jnp.minimum(n_valid, cap)
+    k_sub, k_init = jr.split(key)
+    u = jnp.where(jnp.arange(n) < n_valid, jr.uniform(k_sub, (n,)), -1.0)
+    top = jax.lax.top_k(u, m_max)[1]
+    keep = jnp.arange(m_max) < m
+    idx = jnp.sort(jnp.where(keep, top, n))  # training rows in row order, padding last
+    xt = x[jnp.minimum(idx, n - 1)]
+    inits = jax.vmap(lambda kk: _init(xt, k, kk, init, keep))(jr.split(k_init, restarts))
+    chunk, m_pad = _chunking(m_max, chunk_rows)
+    xtp, _ = _pad_rows(xt, m_pad)
+    valid_t = jnp.arange(m_pad) < m
+    c, _, _, obj, _, n_iter = _lloyd_local(xtp, valid_t, inits, iters=iters, chunk=chunk, axes=None)
+    best = jnp.argmin(obj)
+    centroids = c[best]
+    labels, sqdist = _assign_rows(x, centroids, chunk_rows=chunk_rows, sharding=None)
+    valid = jnp.arange(n) < n_valid
+    counts = jax.ops.segment_sum(valid.astype(jnp.int32), labels, k)
+    objective = jnp.sum(jnp.where(valid, sqdist, 0.0))
+    return KMeansResult(centroids, labels, objective, counts, n_iter[best])
+
+
+@partial(jax.jit, static_argnames=("k", "init", "iters", "restarts", "cap", "chunk_rows"))
+def _kmeans_padded_jit(xs, n_valid, keys, k, init, iters, restarts, cap, chunk_rows):
+    one = partial(
+        _kmeans_padded_one,
+        k=k, init=init, iters=iters, restarts=restarts, cap=cap, chunk_rows=chunk_rows,
+    )  # fmt: skip
+    # One problem after another (lax.map), not vmap: a vmapped segment_sum lowers to a batched
+    # scatter ~20x slower on XLA:CPU and each problem fills the machine on its own (see
+    # `_lloyd_local`); the point is one compilation for every stratum.
+    return jax.lax.map(lambda a: one(*a), (xs, n_valid, keys))

@@ -42,7 +42,16 @@ import jax.random as jr
 import numpy as np
 
 from ..._types import Array, ArrayLike, Bool, Float, Int, Key
-from ._kmeans import INIT_METHODS, InitMethod, KMeansResult, _as_features, _float64, kmeans
+from ._kmeans import (
+    DEFAULT_CHUNK_ROWS,
+    INIT_METHODS,
+    InitMethod,
+    KMeansResult,
+    _as_features,
+    _float64,
+    _kmeans_padded_jit,
+    kmeans,
+)
 
 Fallback = str  # "pool" | "error"
 FALLBACKS = ("pool", "error")
@@ -323,6 +332,66 @@ def _transform(x: Array, transform: str) -> Array:
     return (x - mu) / jnp.where(sd > 0, sd, 1.0)
 
 
+def _per_stratum_kmeans(x, st_d, n_strata, budget, k, key, opts):
+    """k-means inside every stratum larger than its water-filled share, all at once.
+
+    Ragged strata become padding plus a count: the rows of each clustered stratum are stacked
+    into a ``[strata, max rows, feats]`` block and clustered by one jitted call
+    (`_kmeans_padded_jit`) that reproduces `kmeans` on each stratum alone (same keys
+    ``fold_in(key, stratum)``, same draws, same labels). Strata with fewer than ``k`` rows use
+    as many clusters as rows, so they form their own blocks, one per cluster count.
+    """
+    sizes_s = np.bincount(st_d, minlength=n_strata)
+    shares = np.asarray(water_fill(sizes_s, budget))
+    labels = np.zeros(len(st_d), np.int32)
+    per: list[KMeansResult | None] = [None] * n_strata  # None: taken whole (reference)
+    clustered = np.flatnonzero(sizes_s > shares)
+    if clustered.size == 0:
+        return labels, tuple(per)
+    if opts["restarts"] < 1:
+        raise ValueError(f"restarts must be >= 1, got {opts['restarts']}")
+    if opts["iters"] < 0:
+        raise ValueError(f"iters must be >= 0, got {opts['iters']}")
+    mppc = opts["max_points_per_centroid"]
+    if mppc is not None and mppc < 1:
+        raise ValueError(f"max_points_per_centroid must be >= 1 or None, got {mppc}")
+    xn = np.asarray(x)
+    order = np.argsort(st_d, kind="stable")  # rows grouped by stratum, in row order
+    starts = np.r_[0, np.cumsum(sizes_s)]
+    k_of = np.minimum(k, sizes_s)
+    for kk in np.unique(k_of[clustered]):  # one block per cluster count (usually just k)
+        group = clustered[k_of[clustered] == kk]
+        n_max = int(sizes_s[group].max())
+        xs = np.zeros((len(group), n_max, xn.shape[1]), xn.dtype)
+        for g, s in enumerate(group):
+            xs[g, : sizes_s[s]] = xn[order[starts[s] : starts[s + 1]]]
+        keys = jax.vmap(jr.fold_in, in_axes=(None, 0))(key, jnp.asarray(group, jnp.uint32))
+        res = _kmeans_padded_jit(
+            jnp.asarray(xs),
+            jnp.asarray(sizes_s[group], jnp.int32),
+            keys,
+            int(kk),
+            opts["init"],
+            opts["iters"],
+            opts["restarts"],
+            None if mppc is None else mppc * int(kk),
+            DEFAULT_CHUNK_ROWS,
+        )
+        res = jax.tree.map(np.asarray, res)
+        for g, s in enumerate(group):
+            n_s = int(sizes_s[s])
+            r = KMeansResult(
+                jnp.asarray(res.centroids[g]),
+                jnp.asarray(res.labels[g, :n_s]),
+                jnp.asarray(res.objective[g]),
+                jnp.asarray(res.counts[g]),
+                jnp.asarray(res.n_iter[g]),
+            )
+            labels[order[starts[s] : starts[s + 1]]] = res.labels[g, :n_s]
+            per[s] = r
+    return labels, tuple(per)
+
+
 @_float64
 def s2l_select(
     features: Float[ArrayLike, "rows feats"],
@@ -348,7 +417,8 @@ def s2l_select(
     reference's faiss init. With ``strata`` the budget
     is first split over strata by water filling (§1.5); ``per_stratum_kmeans=True`` also runs
     k-means separately inside every stratum that is larger than its share (the reference runs
-    K = 100 per source; a stratum with fewer than ``k`` rows uses as many clusters as rows).
+    K = 100 per source; a stratum with fewer than ``k`` rows uses as many clusters as rows),
+    all strata in one jitted call on padded rows, with the results of one `kmeans` per stratum.
     Strata no larger than their share are taken whole and not clustered.
 
     Args:
@@ -412,19 +482,7 @@ def s2l_select(
         labels = np.asarray(km.labels)
         results: KMeansResult | tuple[KMeansResult | None, ...] = km
     else:
-        sizes_s = np.bincount(st_d, minlength=n_strata)
-        shares = np.asarray(water_fill(sizes_s, budget))
-        labels = np.zeros(n, np.int32)
-        per: list[KMeansResult | None] = []
-        for s in range(n_strata):  # ragged strata: a host loop (S ~ 14 in the reference)
-            rows = np.flatnonzero(st_d == s)
-            if sizes_s[s] <= shares[s]:
-                per.append(None)  # taken whole: no clustering (reference)
-                continue
-            r = kmeans(x[rows], min(k, len(rows)), key=jr.fold_in(k_km, s), **opts)
-            labels[rows] = np.asarray(r.labels)
-            per.append(r)
-        results = tuple(per)
+        labels, results = _per_stratum_kmeans(x, st_d, n_strata, budget, k, k_km, opts)
     idx, plan = _balanced(
         labels, k, st_d, n_strata, budget, key=k_sel, min_size=min_size, fallback=fallback
     )
