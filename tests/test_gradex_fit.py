@@ -417,8 +417,9 @@ def _add_by_hand(model, delta):
         for part in path.split("."):
             node = node[int(part) if part.isdigit() else part]
         ad = linear_paths(m2)[path].lora
-        ad.a[...] = ad.a[...] + node["lora"]["a"]
-        ad.b[...] = ad.b[...] + node["lora"]["b"]
+        # The adapters keep their own dtype (float32) even under the suite's x64.
+        ad.a[...] = (ad.a[...] + node["lora"]["a"]).astype(ad.a.dtype)
+        ad.b[...] = (ad.b[...] + node["lora"]["b"]).astype(ad.b.dtype)
     return m2
 
 
