@@ -417,8 +417,9 @@ def _add_by_hand(model, delta):
         for part in path.split("."):
             node = node[int(part) if part.isdigit() else part]
         ad = linear_paths(m2)[path].lora
-        ad.a[...] = ad.a[...] + node["lora"]["a"]
-        ad.b[...] = ad.b[...] + node["lora"]["b"]
+        # The adapters keep their own dtype (float32) even under the suite's x64.
+        ad.a[...] = (ad.a[...] + node["lora"]["a"]).astype(ad.a.dtype)
+        ad.b[...] = (ad.b[...] + node["lora"]["b"]).astype(ad.b.dtype)
     return m2
 
 
@@ -681,15 +682,65 @@ def test_forward_stepwise_finds_additive_optimum():
     np.testing.assert_array_equal(res.selected, best)
     np.testing.assert_array_equal(res.selected, a < 0)
     assert res.loss == pytest.approx(best_loss, rel=1e-12)
-    # One batched call per round: K, K-1, ... candidates, then a final round that stops.
+    # One batched call of fixed shape per round (K rows), then a final round that stops.
     n_sel = int((a < 0).sum())
-    assert calls == [k - r for r in range(n_sel + 1)]
+    assert calls == [k] * (n_sel + 1)
     assert res.accepted.tolist() == [True] * n_sel + [False]
     # max_size caps it.
     capped = forward_selection(estimate, k, max_size=2)
     assert capped.selected.sum() == 2 and set(np.flatnonzero(capped.selected)) <= set(
         np.argsort(a)[:2]
     )
+
+
+def _old_stepwise(estimate, k, cap):
+    """The stepwise loop as it was: one row per remaining source, a new shape every round."""
+    sel, current, cands, losses, acc = np.zeros(k, bool), np.inf, [], [], []
+    while sel.sum() < cap:
+        free = np.flatnonzero(~sel)
+        rows = np.repeat(sel[None, :], free.size, axis=0)
+        rows[np.arange(free.size), free] = True
+        est = np.asarray(estimate(rows), np.float64)
+        j = int(np.argmin(est))
+        better = bool(est[j] < current)
+        cands.append(int(free[j]))
+        losses.append(float(est[j]))
+        acc.append(better)
+        if not better:
+            break
+        sel[free[j]] = True
+        current = float(est[j])
+    return sel, current, cands, losses, acc
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_forward_stepwise_equals_the_old_loop_and_compiles_once(seed):
+    """Guards review.md: stepwise rounds passed K, K-1, ... rows, so a jitted estimator
+    recompiled every round. Now every round is one [K, K] call, with the old loop's result."""
+    rng = np.random.default_rng(seed)
+    k = 9
+    v = jnp.asarray(rng.normal(size=k))
+    pair = jnp.asarray(rng.normal(size=(k, k)) * 0.3)
+
+    @jax.jit
+    def est_jit(rows):  # not additive: pairwise interactions, a mean and a size penalty
+        z = rows.astype(v.dtype)
+        n = jnp.sum(z, axis=1)
+        return (z @ v) / n + jnp.einsum("ri,ij,rj->r", z, pair, z) / n**2 + 0.05 * n
+
+    def estimate(rows):
+        return np.asarray(est_jit(jnp.asarray(rows)))
+
+    for cap in (k, 4):
+        est_jit._clear_cache()
+        res = forward_selection(estimate, k, max_size=cap)
+        assert est_jit._cache_size() == 1  # one shape for every round
+        sel, cur, cands, losses, acc = _old_stepwise(estimate, k, cap)
+        np.testing.assert_array_equal(res.selected, sel)
+        assert res.loss == cur
+        assert res.candidates.tolist() == cands and res.accepted.tolist() == acc
+        np.testing.assert_array_equal(res.losses, losses)
+        assert res.n_estimates == k * len(cands)
 
 
 def test_forward_single_pass_is_the_reference_loop():
@@ -730,3 +781,45 @@ def test_auroc_vs_sklearn():
     assert auroc(s, y) == pytest.approx(roc_auc_score(y, s), rel=1e-12)
     with pytest.raises(ValueError, match="positive and one negative"):
         auroc(s, np.ones(40, bool))
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(method="logistic"),
+        dict(method="ridge"),
+        dict(method="one_step"),
+        dict(parity="reference", fit_fraction=0.8, lam=10.0),
+    ],
+)
+def test_projection_axis_equals_the_per_projection_loop(opts):
+    """Guards review.md: callers looped over projections, one `fit_subsets` / `estimate_linear`
+    call each. A leading projection axis now runs them in one vmapped call, with the loop's
+    results (float64; rtol 1e-10: vmapped and single GEMMs may sum in other orders, and the
+    batched Newton loop runs each member's own steps)."""
+    rng = np.random.default_rng(7)
+    P, n, d, m = 3, 70, 5, 6
+    G = rng.normal(size=(P, n, d))
+    f0 = rng.normal(size=n)
+    mask = rng.random((m, n)) < 0.5
+    mask[:, 0] = True
+    key = jr.key(3) if opts.get("parity") == "reference" else None
+    loop = np.stack([np.asarray(fit_subsets(G[j], f0, mask, key=key, **opts)) for j in range(P)])
+    batched = np.asarray(fit_subsets(G, f0, mask, key=key, **opts))
+    assert batched.shape == (P, m, d)
+    np.testing.assert_allclose(batched, loop, rtol=1e-10, atol=1e-12)
+
+    tg = rng.normal(size=(P, 40, d))
+    tf = rng.normal(size=40)
+    grams = np.stack([np.eye(d) + 0.1 * (a @ a.T) for a in rng.normal(size=(P, d, d))])
+    kw = dict(theta_norm=1.5, scale=0.2, anchor=0.7)
+    est_loop = np.stack(
+        [np.asarray(estimate_linear(loop[j], tg[j], tf, gram=grams[j], **kw)) for j in range(P)]
+    )
+    est = np.asarray(estimate_linear(loop, tg, tf, gram=grams, **kw))
+    assert est.shape == (P, m)
+    np.testing.assert_allclose(est, est_loop, rtol=1e-12)
+    c_loop = np.stack([np.asarray(rescale(loop[j], grams[j], 1.5, 0.2)) for j in range(P)])
+    np.testing.assert_allclose(np.asarray(rescale(loop, grams, 1.5, 0.2)), c_loop, rtol=1e-12)
+    with pytest.raises((ValueError, TypeError)):
+        estimate_linear(loop, tg[0], tf, gram=grams, **kw)  # projection axes must match

@@ -608,3 +608,33 @@ def test_untrained_adapter_warns(data, projs):
     with pytest.warns(UserWarning, match="every LoRA B matrix is zero"):
         res = projected_grads(zero_b, data, projs, chunk_size=4, progress=False)
     assert isinstance(res, ProjectedGrads)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_auto_chunk_size_uses_the_actual_itemsize(dtype):
+    """Guards review.md: `auto_chunk_size` assumed 4-byte grads and activations whatever the
+    model's dtype, so a bf16 model got half the chunk its budget allows."""
+    from dataclasses import replace
+
+    config = replace(
+        ModelConfig.tiny("gpt2", vocab_size=VOCAB, hidden_size=32, intermediate_size=64),
+        dtype=dtype,
+        param_dtype=dtype,
+    )
+    model = init_model(config, key=jr.key(0))
+    apply_lora(model, LoraConfig(targets=TARGETS, rank=2), rngs=nnx.Rngs(0))
+    leaves = jax.tree.leaves(split_lora(model)[1])
+    assert {leaf.dtype for leaf in leaves} == {jnp.dtype(dtype)}
+    item = jnp.dtype(dtype).itemsize
+    p = sum(leaf.size for leaf in leaves)
+    seq, n_proj, dim = 12, 2, 8
+    c = config
+    per_token = c.n_layers * (16 * c.hidden_size + 4 * c.intermediate_size)
+    per_token += c.n_layers * 3 * c.n_heads * seq + 4 * c.vocab_size
+    per_example = (item + 4) * p + 4 * dim * n_proj + item * seq * per_token
+    budget = 10 * per_example + per_example // 2  # 10 examples fit, not 11
+    width = max(c.intermediate_size, 3 * c.hidden_size, c.n_heads * seq, c.vocab_size)
+    cpu_cap = grads_module.CPU_ACTIVATION_BYTES // (item * seq * width)
+    assert cpu_cap > 10  # the budget, not the cache cap, decides here
+    got = grads_module.auto_chunk_size(model, seq, n_proj, dim, budget_bytes=budget)
+    assert got == 10

@@ -120,3 +120,25 @@ def test_save_refuses_adapters_and_saves_merged(tmp_path):
     loaded, _ = load_pretrained(tmp_path)
     x = _tokens(cfg)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])
+def test_adapters_take_the_kernel_dtype_under_x64(param_dtype):
+    """Guards review.md: with x64 on (the CLI enabled it for fits) adapters became float64."""
+    from dataclasses import replace
+
+    cfg = replace(ModelConfig.tiny("gpt2"), param_dtype=param_dtype)
+    with jax.enable_x64(True):
+        model = init_model(cfg, key=jax.random.key(0))
+        apply_lora(model, LoraConfig(targets=r".*", rank=4), rngs=nnx.Rngs(0))
+        _, lora, _ = split_lora(model)
+        leaves = jax.tree.leaves(lora)
+        assert leaves
+        assert {leaf.dtype for leaf in leaves} == {jnp.dtype(param_dtype)}
+        a_x64 = np.asarray(linear_paths(model)["blocks.0.attn.qkv"].lora.a[...], np.float32)
+    with jax.enable_x64(False):
+        model = init_model(cfg, key=jax.random.key(0))
+        apply_lora(model, LoraConfig(targets=r".*", rank=4), rngs=nnx.Rngs(0))
+        a_x32 = np.asarray(linear_paths(model)["blocks.0.attn.qkv"].lora.a[...], np.float32)
+    # Same init numbers with x64 on or off (drawn in float32 either way).
+    np.testing.assert_array_equal(a_x64, a_x32)

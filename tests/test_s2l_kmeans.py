@@ -77,7 +77,7 @@ def test_lloyd_labels_equal_numpy_lloyd_from_same_init(seed, chunk_rows):
 
 def test_empty_cluster_repair_matches_numpy_and_leaves_no_cluster_empty():
     x, _ = blobs(800, 5, 6, seed=3)
-    c0 = np.array(kmeans_init(x, 8, key=jr.key(3)))
+    c0 = np.array(kmeans_init(x, 8, key=jr.key(3), method="random"))
     c0[1] = c0[0]  # duplicates: the lower id wins every tie, 1 and 2 start empty
     c0[2] = c0[0]
     c0[5] = 1e3  # far from everything: empty too
@@ -136,7 +136,7 @@ def test_lloyd_equals_sklearn_lloyd_from_the_same_init():
     from sklearn.cluster import KMeans
 
     x, _ = make_blobs(3000, 12, 15, seed=3)
-    c0 = np.asarray(kmeans_init(x, 15, key=jr.key(3)))
+    c0 = np.asarray(kmeans_init(x, 15, key=jr.key(3), method="random"))
     sk = KMeans(15, init=c0, n_init=1, max_iter=20, tol=0, algorithm="lloyd").fit(x)
     ours = lloyd(x, c0, iters=20)
     np.testing.assert_array_equal(np.asarray(ours.labels), sk.labels_)
@@ -158,9 +158,42 @@ def test_kmeanspp_init_beats_random_init_on_average():
     assert pp < 0.7 * rnd, (pp, rnd)  # D² sampling covers the blobs; uniform rows repeat blobs
 
 
+def test_default_init_is_kmeanspp_and_finds_sklearns_optimum_on_separated_blobs():
+    """Guards the issue's fix: the default init was "random" (faiss's), which on separated
+    blobs puts several centres in one blob and leaves others uncovered (objective 5-25x
+    sklearn's here, for every key tried); the k-means++ default reaches sklearn's optimum from
+    one start for most keys (10 of 12 seen) and with 3 restarts for every key tried."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(0)
+    k, t, n = 20, 6, 4000
+    centres = rng.uniform(-10.0, 10.0, (k, t))
+    x = centres[rng.integers(0, k, n)] + rng.normal(0.0, 0.5, (n, t))
+    sk = KMeans(k, n_init=10, random_state=0).fit(x)
+    sk_obj = float(((x - sk.cluster_centers_[sk.labels_]) ** 2).sum())
+
+    def at_optimum(res):
+        # Same partition as sklearn's best of 10: objectives differ by summation order only.
+        return abs(float(res.objective) - sk_obj) <= 1e-9 * sk_obj
+
+    hits = 0
+    for seed in range(8):
+        default = kmeans(x, k, key=jr.key(seed))
+        pp = kmeans(x, k, key=jr.key(seed), init="kmeans++")
+        np.testing.assert_array_equal(np.asarray(default.labels), np.asarray(pp.labels))
+        hits += at_optimum(default)
+        assert not at_optimum(kmeans(x, k, key=jr.key(seed), init="random"))
+    assert hits >= 6, hits
+    for seed in range(4):
+        assert at_optimum(kmeans(x, k, key=jr.key(seed), restarts=3))
+    c_default = kmeans_init(x, k, key=jr.key(0))
+    c_pp = kmeans_init(x, k, key=jr.key(0), method="kmeans++")
+    np.testing.assert_array_equal(np.asarray(c_default), np.asarray(c_pp))
+
+
 def test_random_init_draws_distinct_rows():
     x = np.arange(50.0)[:, None] * np.ones((1, 3))
-    c = np.asarray(kmeans_init(x, 50, key=jr.key(0)))
+    c = np.asarray(kmeans_init(x, 50, key=jr.key(0), method="random"))
     assert len(np.unique(c[:, 0])) == 50
 
 
@@ -201,8 +234,12 @@ def test_subsample_train_then_assign_is_deterministic_and_assigns_every_row():
     np.testing.assert_array_equal(np.asarray(a.labels), np.asarray(lab))
     np.testing.assert_allclose(float(a.objective), float(jnp.sum(sq)), rtol=1e-12)
     np.testing.assert_array_equal(np.asarray(a.counts), np.bincount(np.asarray(lab), minlength=10))
-    full = kmeans(x, 10, key=jr.key(1), max_points_per_centroid=None)
-    # A 500-row training set still finds these well-separated blobs: objective within 5%.
+    # The 5% bar was set with the reference's random init, kept here: with k-means++ (the
+    # default) on these overlapping blobs the subsampled run stopped 12% above the full run
+    # (seen: 26308 vs 23432).
+    a = kmeans(x, 10, key=jr.key(1), max_points_per_centroid=50, init="random")
+    full = kmeans(x, 10, key=jr.key(1), max_points_per_centroid=None, init="random")
+    # A 500-row training set still finds these blobs: objective within 5%.
     assert float(a.objective) <= 1.05 * float(full.objective)
 
 

@@ -388,3 +388,80 @@ def test_final_loss_and_embedding_baselines():
     with pytest.raises(ValueError, match="budget 300 exceeds the pool of 200 rows"):
         select_embedding_kmeans(emb, 300, key=jr.key(0), k=3)
     assert jnp.asarray(a).dtype == jnp.int32
+
+
+def test_selectors_default_to_kmeanspp_init():
+    """Guards the issue's fix: S2L's default k-means init is k-means++ in every selector (it
+    was "random"); the defaults must give exactly what an explicit ``init="kmeans++"`` gives."""
+    import inspect
+
+    from jaxlaw.data_selection.s2l import kmeans, kmeans_init
+
+    for fn in (s2l_select, select_final_loss_clusters, select_embedding_kmeans, kmeans):
+        assert inspect.signature(fn).parameters["init"].default == "kmeans++", fn.__name__
+    assert inspect.signature(kmeans_init).parameters["method"].default == "kmeans++"
+    x, _ = group_trajectories([120, 50, 30], seed=6)
+    a = s2l_select(x, 40, key=jr.key(3), k=3)
+    b = s2l_select(x, 40, key=jr.key(3), k=3, init="kmeans++")
+    np.testing.assert_array_equal(np.asarray(a.labels), np.asarray(b.labels))
+    np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
+
+
+def _old_per_stratum_loop(x, strata, budget, k, key, **opts):
+    """The per-stratum k-means as it was: one `kmeans` call per clustered stratum."""
+    from jaxlaw.data_selection.s2l import kmeans
+
+    _, st = np.unique(strata, return_inverse=True)
+    sizes = np.bincount(st)
+    shares = np.asarray(water_fill(sizes, budget))
+    k_km, _ = jr.split(key)
+    labels, per = np.zeros(len(st), np.int32), []
+    for s in range(len(sizes)):
+        rows = np.flatnonzero(st == s)
+        if sizes[s] <= shares[s]:
+            per.append(None)
+            continue
+        r = kmeans(x[rows], min(k, len(rows)), key=jr.fold_in(k_km, s), **opts)
+        labels[rows] = np.asarray(r.labels)
+        per.append(r)
+    return labels, per
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(init="kmeans++", max_points_per_centroid=6),  # big strata train on a subsample
+        dict(init="random", max_points_per_centroid=None, restarts=2),
+    ],
+)
+def test_per_stratum_kmeans_equals_the_old_loop_in_one_compilation(opts):
+    """Guards review.md: per-stratum k-means was a host loop with one compilation per stratum
+    size. Strata are now padded to one shape and clustered in one call, with the loop's labels
+    and centroids (rtol 1e-12: padded rows change float64 summation order only)."""
+    from jaxlaw.data_selection.s2l._kmeans import _kmeans_padded_jit
+
+    rng = np.random.default_rng(11)
+    sizes = [90, 61, 47, 3, 30]  # stratum 3 has fewer rows than k; small ones taken whole
+    strata = np.repeat(np.arange(len(sizes)) * 10, sizes)  # ids need not be dense
+    perm = rng.permutation(len(strata))
+    strata = strata[perm]  # strata interleaved in row order
+    x = rng.normal(size=(len(strata), 3)) + (strata[:, None] // 10) * 0.5
+    x[strata == 0] += rng.integers(0, 4, (90, 1)) * 3.0
+    k, budget = 5, 120
+    _kmeans_padded_jit._clear_cache()
+    sel = s2l_select(x, budget, key=jr.key(4), k=k, strata=strata, per_stratum_kmeans=True, **opts)
+    labels, per = _old_per_stratum_loop(x, strata, budget, k, jr.key(4), **opts)
+    np.testing.assert_array_equal(np.asarray(sel.labels), labels)
+    assert [r is None for r in sel.kmeans] == [r is None for r in per]
+    assert sum(r is not None for r in per) >= 3
+    for new, old in zip(sel.kmeans, per):
+        if old is None:
+            continue
+        np.testing.assert_array_equal(np.asarray(new.labels), np.asarray(old.labels))
+        np.testing.assert_array_equal(np.asarray(new.counts), np.asarray(old.counts))
+        np.testing.assert_allclose(np.asarray(new.centroids), np.asarray(old.centroids), rtol=1e-12)
+        np.testing.assert_allclose(float(new.objective), float(old.objective), rtol=1e-12)
+        assert int(new.n_iter) == int(old.n_iter)
+    # Strata of 90, 61 and 47 rows share one compilation (the 3-row one is its own k = 3).
+    clustered_k = {min(k, s) for s, r in zip(sizes, per) if r is not None}
+    assert _kmeans_padded_jit._cache_size() == len(clustered_k)

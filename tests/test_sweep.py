@@ -104,6 +104,60 @@ def test_sweep_writes_a_selectable_table_and_resumes(candidates, tmp_path):
     assert sum("llama-tiny: D=" in s for s in lines) == 2
     np.testing.assert_array_equal(again.loss, table.loss)
 
+    # Guards review.md: a resume took any cell by (model, size) whatever the settings. Now a
+    # changed lr, seed or data set is refused before any training, naming the field.
+    from dataclasses import replace
+
+    before = out.read_text()
+    c = _config()
+    changed = [
+        (replace(c, train=replace(c.train, lr=1e-2)), pool, "config.train.lr=0.005"),
+        (replace(c, seed=3), pool, "config.seed=0"),
+        (c, type(task)(task.prompts[1:65], task.responses[1:65]), "data.train="),
+    ]
+    for config, train_set, field in changed:
+        with pytest.raises(ValueError, match=field) as err:
+            run_sweep(dirs, train_set, test, config, out=out, progress=False, log=lines.append)
+        assert "\n" not in str(err.value)
+    assert out.read_text() == before
+    # A new size is a new column, not a different setting: it is computed, the rest kept.
+    lines.clear()
+    wider = run_sweep(
+        dirs, pool, test, replace(c, sizes=(8, 16, 32, 48, 64)), out=out, progress=False,
+        log=lines.append,
+    )  # fmt: skip
+    assert sum("D=" in s for s in lines) == 2
+    np.testing.assert_array_equal(wider.loss[:, [0, 1, 2, 3, 5]], table.loss)
+
+
+def test_sweep_refuses_a_table_without_fingerprint(candidates, tmp_path):
+    dirs, task = candidates
+    out = tmp_path / "old.csv"
+    out.write_text("config name,0,8,size,family\ngpt2-tiny,5.0,4.0,100,gpt2\n")
+    with pytest.raises(ValueError, match="has no old.csv.fingerprint.json"):
+        run_sweep(dirs, task, task, _config(), out=out, progress=False)
+
+
+def test_interrupted_write_leaves_the_old_table(tmp_path, monkeypatch):
+    """Guards review.md: the CSV was rewritten in place, so a kill mid-write lost every cell."""
+    from jaxlaw.sweep import _sweep
+
+    out = tmp_path / "sweep.csv"
+    old = pd.DataFrame({"0": [1.0], "8": [0.5]}, index=pd.Index(["m"], name="config name"))
+    _sweep._save_csv(old, out)
+    before = out.read_text()
+
+    def killed(self, path, *args, **kwargs):
+        with open(path, "w") as f:
+            f.write("config name,0,")  # half a header, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _sweep._save_csv(old.assign(**{"16": [0.25]}), out)
+    assert out.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.csv"]  # no temporary left
+
 
 def test_sweep_cli_and_bad_input(candidates, tmp_path, capsys):
     dirs, task = candidates

@@ -52,15 +52,27 @@ class LoraAdapter(nnx.Module):
 
     ``a`` starts uniform in ``±1/sqrt(in)`` (PyTorch's/peft's Kaiming-uniform default) and ``b``
     at zero, so an adapted model equals its base model until ``b`` trains. Both are
-    `nnx.LoRAParam`, which is what `split_lora` filters on.
+    `nnx.LoRAParam`, which is what `split_lora` filters on, stored in ``dtype`` (`apply_lora`
+    passes the base kernel's dtype, so enabling x64 for a fit elsewhere does not make the
+    adapters float64).
     """
 
-    def __init__(self, in_features: int, out_features: int, config: LoraConfig, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        config: LoraConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
+    ):
         bound = 1.0 / math.sqrt(in_features)
         shape = (in_features, config.rank)
-        a = jax.random.uniform(rngs.params(), shape, minval=-bound, maxval=bound)
-        self.a = nnx.LoRAParam(a)
-        self.b = nnx.LoRAParam(jnp.zeros((config.rank, out_features)))
+        # Drawn in float32 whatever x64 says, then stored in ``dtype``: the same init numbers
+        # with x64 on or off.
+        a = jax.random.uniform(rngs.params(), shape, jnp.float32, minval=-bound, maxval=bound)
+        self.a = nnx.LoRAParam(a.astype(dtype))
+        self.b = nnx.LoRAParam(jnp.zeros((config.rank, out_features), dtype))
         self.scale = config.scale
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout > 0 else None
         # Set by `seed_dropout` inside a pure step; None falls back to the module's own stream.
@@ -89,6 +101,8 @@ def linear_paths(model: nnx.Module) -> dict[str, Linear]:
 def apply_lora(model: nnx.Module, config: LoraConfig, *, rngs: nnx.Rngs) -> tuple[str, ...]:
     """Give every `Linear` whose path matches ``config.targets`` a fresh adapter, in place.
 
+    Each adapter's ``a`` and ``b`` take the dtype of the kernel they adapt.
+
     Args:
         model: any NNX model built from `jaxlaw.models.Linear` projections.
         config: targets, rank, scaling and dropout.
@@ -114,7 +128,8 @@ def apply_lora(model: nnx.Module, config: LoraConfig, *, rngs: nnx.Rngs) -> tupl
         )
     for path in chosen:
         m = linears[path]
-        m.lora = LoraAdapter(m.in_features, m.out_features, config, rngs=rngs)
+        dtype = m.kernel[...].dtype
+        m.lora = LoraAdapter(m.in_features, m.out_features, config, rngs=rngs, dtype=dtype)
     return chosen
 
 

@@ -12,3 +12,4 @@ from ._sweep import SweepConfig as SweepConfig
 from ._sweep import cell_steps as cell_steps
 from ._sweep import nested_subsets as nested_subsets
 from ._sweep import run_sweep as run_sweep
+from ._sweep import sweep_fingerprint as sweep_fingerprint

@@ -1,11 +1,24 @@
 """The fine-tuning sweep behind model selection: each candidate LoRA-fine-tuned on nested random
-subsets of the training pool, its test loss recorded in the rectified loss-table format."""
+subsets of the training pool, its test loss recorded in the rectified loss-table format.
 
+Resuming is safe: beside the CSV ``out`` the sweep keeps ``out`` + ``.fingerprint.json``, the
+settings every cell depends on (the `SweepConfig` fields, the seed, hashes of the train and eval
+data and of each model directory). A later run on the same ``out`` refuses, naming the first
+field that differs, instead of mixing cells computed under other settings. Both files are
+written to a temporary file and moved into place (`os.replace`), so an interrupted write leaves
+the previous version intact.
+"""
+
+import dataclasses
+import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.random as jr
@@ -76,6 +89,102 @@ def nested_subsets(n_pool: int, sizes: Sequence[int], *, key) -> list[np.ndarray
     return [np.sort(perm[:s]) for s in sizes]
 
 
+# Fields a cell's result does not depend on: ``sizes`` only lists which cells exist (a subset is
+# a prefix of one seeded permutation, whatever the other sizes), ``train.steps`` and
+# ``train.seed`` are replaced per cell by `cell_steps` and ``seed``.
+_NOT_FINGERPRINTED = ("sizes", "train.steps", "train.seed")
+
+
+def _flat_fields(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        name = prefix + f.name
+        if dataclasses.is_dataclass(v):
+            out.update(_flat_fields(v, name + "."))
+        else:
+            out[name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _hash_texts(task: Examples | Task) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([list(task.prompts), list(task.responses)]).encode())
+    return h.hexdigest()[:16]
+
+
+def _hash_model_dir(d: Path) -> str:
+    """config.json's bytes plus the name and size of every file (weights are not read)."""
+    h = hashlib.sha256((d / "config.json").read_bytes())
+    for f in sorted(p for p in d.iterdir() if p.is_file()):
+        h.update(f"{f.name}:{f.stat().st_size};".encode())
+    return h.hexdigest()[:16]
+
+
+def sweep_fingerprint(
+    config: "SweepConfig", train_task: Examples | Task, eval_task: Examples | Task
+) -> dict[str, Any]:
+    """What every cell of a sweep depends on, as a flat ``{field: value}`` dict.
+
+    The `SweepConfig` fields (nested ones dotted, e.g. ``train.lr``; ``seed`` included) except
+    ``sizes``, ``train.steps`` and ``train.seed`` (set per cell), and ``data.train`` /
+    ``data.eval``: hashes of the prompts and responses. `run_sweep` adds ``model.<name>`` per
+    model directory.
+    """
+    fp = {f"config.{k}": v for k, v in _flat_fields(config).items() if k not in _NOT_FINGERPRINTED}
+    fp["data.train"] = _hash_texts(train_task)
+    fp["data.eval"] = _hash_texts(eval_task)
+    return fp
+
+
+def _fingerprint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".fingerprint.json")
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` then move ``tmp`` over ``path``: readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _save_csv(df: pd.DataFrame, out: Path) -> None:
+    _write_atomic(out, lambda p: df.to_csv(p))
+
+
+def _save_fingerprint(fp: dict[str, Any], out: Path) -> None:
+    text = json.dumps(fp, indent=1, sort_keys=True)
+    _write_atomic(_fingerprint_path(out), lambda p: p.write_text(text))
+
+
+def _check_fingerprint(out: Path, fp: dict[str, Any]) -> dict[str, Any]:
+    """The stored fingerprint of ``out`` merged with ``fp``; raises if a shared field differs."""
+    path = _fingerprint_path(out)
+    if not out.exists():
+        return dict(fp)
+    if not path.is_file():
+        raise ValueError(
+            f"{out} has no {path.name}: the settings of its cells are unknown, so it cannot be "
+            "resumed; move it away or choose another out"
+        )
+    stored = json.loads(path.read_text())
+    missing = "<absent>"
+    for k in sorted(set(stored) | set(fp)):
+        if k.startswith("model.") and (k not in stored or k not in fp):
+            continue  # a model added to (or left out of) this run
+        old, new = stored.get(k, missing), fp.get(k, missing)
+        if old != new:
+            raise ValueError(
+                f"{out} was computed with {k}={old!r} but this sweep has {k}={new!r}; "
+                "choose another out or delete it to start over"
+            )
+    return {**stored, **fp}
+
+
 def _read_done(out: Path, names: Sequence[str], sizes: Sequence[int]) -> pd.DataFrame:
     cols = [str(s) for s in (0, *sizes)]
     df = pd.DataFrame(np.nan, index=pd.Index(list(names), name="config name"), columns=cols)
@@ -105,8 +214,10 @@ def run_sweep(
     ``tokenizer.json``), the zero-shot test loss goes in column ``0`` and the test loss after
     LoRA fine-tuning on the nested subset of size D in column ``D``; ``size`` holds the
     parameter count and ``family`` the architecture. Losses are mean NLL per response token
-    (nats). The CSV is rewritten after every cell and cells already in it are skipped, so an
-    interrupted sweep resumes where it stopped. `jaxlaw.select` ranks the result.
+    (nats). The CSV is rewritten (atomically) after every cell and cells already in it are
+    skipped, so an interrupted sweep resumes where it stopped; the fingerprint file beside it
+    (module docstring) makes a resume with other settings, data or model files an error. New
+    models and sizes may be added to a finished sweep. `jaxlaw.select` ranks the result.
 
     Args:
         model_dirs: candidate model directories; their folder names label the rows.
@@ -122,6 +233,11 @@ def run_sweep(
 
     Returns:
         The table as written, as a `jaxlaw.data.LossTable`.
+
+    Raises:
+        ValueError: duplicate folder names, a directory without ``config.json``, an empty
+            evaluation set, a size above the pool, or an existing ``out`` whose fingerprint
+            differs from this sweep's (naming the first differing field) or that has none.
     """
     dirs = [Path(d) for d in model_dirs]
     names = [d.name for d in dirs]
@@ -135,7 +251,11 @@ def run_sweep(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     subsets = nested_subsets(len(train_task.prompts), config.sizes, key=jr.key(config.seed))
+    fp = sweep_fingerprint(config, train_task, eval_task)
+    fp.update({f"model.{name}": _hash_model_dir(d) for d, name in zip(dirs, names)})
+    fp = _check_fingerprint(out, fp)
     df = _read_done(out, names, config.sizes)
+    _save_fingerprint(fp, out)  # before any cell, so the CSV never exists without it
     for d, name in zip(dirs, names):
         model, mconfig = load_pretrained(d)
         tokenizer = load_tokenizer(d)
@@ -151,7 +271,7 @@ def run_sweep(
             df.loc[name, "0"] = mean_loss(
                 evaluate(model, test, batch_size=config.eval_batch, mesh=mesh)
             )
-            df.to_csv(out)
+            _save_csv(df, out)
         log(f"{name}: {n_params:,} params, zero-shot loss {df.loc[name, '0']:.4f}")
         for size, idx in zip(config.sizes, subsets):
             if not np.isnan(df.loc[name, str(size)]):
@@ -171,7 +291,7 @@ def run_sweep(
             )
             loss = mean_loss(evaluate(tuned, test, batch_size=config.eval_batch, mesh=mesh))
             df.loc[name, str(size)] = loss
-            df.to_csv(out)
+            _save_csv(df, out)
             log(
                 f"{name}: D={size:>6} {steps:>4} steps  test loss {loss:.4f}  "
                 f"({time.perf_counter() - t0:.1f} s)"

@@ -28,11 +28,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from ..._types import Array, ArrayLike, Float
 from ...lora import split_lora
 from ...training import Batch, example_losses
-from ._fit import _fit_dtype, _host
+from ._fit import _fit_dtype, _float64, _host
 from ._output import output_logodds
 from ._projection import BLOCKS_IN_MEMORY_BYTES, Projection, all_blocks
 
 
+@_float64
 def lora_norm(lora: Any) -> Float[Array, ""]:
     """L2 norm over every LoRA tensor (A and B of all adapted layers): ``||theta*_LoRA||``.
 
@@ -41,7 +42,7 @@ def lora_norm(lora: Any) -> Float[Array, ""]:
             pytree of arrays.
 
     Returns:
-        The norm, a scalar in the fit dtype (float64 under x64).
+        The norm, a float64 scalar (x64 is enabled inside this call).
 
     Raises:
         ValueError: the tree has no leaves (e.g. a model without adapters).
@@ -69,12 +70,13 @@ def _check_scale(scale: float, theta_norm) -> None:
         raise ValueError(f"theta_norm must be a finite scalar >= 0, got {theta_norm!r}")
 
 
+@_float64
 def rescale(
-    W: Float[ArrayLike, "subsets proj"],
-    gram: Float[ArrayLike, "proj proj"],
+    W: Float[ArrayLike, "*projs subsets proj"],
+    gram: Float[ArrayLike, "*projs proj proj"],
     theta_norm: Float[ArrayLike, ""] | float,
     scale: float,
-) -> Float[Array, " subsets"]:
+) -> Float[Array, "*projs subsets"]:
     """Coefficients ``c_S`` with ``||P (c_S w_S)|| = scale * theta_norm`` (the rescaling rule).
 
     The reference sets the LoRA update to ``D_S = scale * ||theta*_LoRA|| * P w / ||P w||``
@@ -84,50 +86,59 @@ def rescale(
     gets ``c_S = 0``, i.e. no update.
 
     Args:
-        W: fitted directions in projected space (`fit_subsets`).
-        gram: ``P^T P``.
+        W: fitted directions in projected space (`fit_subsets`), ``[subsets, proj]``, or
+            ``[projs, subsets, proj]`` with one ``gram`` per projection.
+        gram: ``P^T P`` (``[projs, proj, proj]`` for a stack of projections).
         theta_norm: ``||theta*_LoRA||`` (`lora_norm`).
         scale: relative size of the update, ``>= 0`` (reference values 0.02-0.5; calibrate it
             with `calibrate_scale`).
 
     Returns:
-        ``[subsets]`` coefficients in the fit dtype.
+        ``[subsets]`` (or ``[projs, subsets]``) float64 coefficients.
 
     Raises:
         ValueError: mismatched shapes, or a negative or non-finite ``scale``/``theta_norm``.
     """
     _check_scale(scale, theta_norm)
     w_shape, g_shape = jnp.shape(W), jnp.shape(gram)
-    if len(w_shape) != 2 or g_shape != (w_shape[1], w_shape[1]):
-        raise ValueError(f"W {w_shape} and gram {g_shape} must be [subsets, d] and [d, d]")
+    lead = w_shape[:-2]
+    if len(w_shape) not in (2, 3) or g_shape != (*lead, w_shape[-1], w_shape[-1]):
+        raise ValueError(
+            f"W {w_shape} and gram {g_shape} must be [subsets, d] and [d, d] (or both with a "
+            "leading projection axis)"
+        )
     return _rescale(W, gram, theta_norm, scale, _fit_dtype())
 
 
 @functools.partial(jax.jit, static_argnums=4)
 def _rescale(W, gram, theta_norm, scale, dtype):
     W = jnp.asarray(W, dtype)
-    norm = jnp.sqrt(jnp.maximum(jnp.einsum("md,de,me->m", W, jnp.asarray(gram, dtype), W), 0.0))
+    quad = jnp.einsum("...md,...de,...me->...m", W, jnp.asarray(gram, dtype), W)
+    norm = jnp.sqrt(jnp.maximum(quad, 0.0))
     target = scale * jnp.asarray(theta_norm, dtype)
     return jnp.where(norm > 0, target / jnp.where(norm > 0, norm, 1.0), 0.0)
 
 
+@_float64
 def estimate_linear(
-    W: Float[ArrayLike, "subsets proj"],
-    target_grads: Float[ArrayLike, "examples proj"],
+    W: Float[ArrayLike, "*projs subsets proj"],
+    target_grads: Float[ArrayLike, "*projs examples proj"],
     target_outputs: Float[ArrayLike, " examples"],
     *,
-    gram: Float[ArrayLike, "proj proj"],
+    gram: Float[ArrayLike, "*projs proj proj"],
     theta_norm: Float[ArrayLike, ""] | float,
     scale: float,
     weights: Float[ArrayLike, " examples"] | None = None,
     anchor: float | None = None,
-) -> Float[Array, " subsets"]:
+) -> Float[Array, "*projs subsets"]:
     """Linear-mode estimate: ``L^(S) = mean_t softplus(-(f*_t + c_S g_t . w_S))`` (spec 5.5).
 
     The target examples' log-odds move to first order by ``<g_t, P c_S w_S> = c_S (P^T g_t) .
     w_S``, exactly computable from the projected target gradients; the loss of an example is
     the logistic loss of its log-odds. All subsets in one ``[examples, d] x [d, subsets]``
-    matmul.
+    matmul. With a leading projection axis on ``W``, ``target_grads`` and ``gram`` (one fit
+    per projection seed), every projection is estimated in the same call (vmapped), giving
+    ``[projs, subsets]``; average over axis 0 for the ensemble.
 
     Jensen gap: an example's token cross-entropy is ``mean_tok softplus(-m_tok)``, while this
     uses ``softplus(-mean_tok m_tok)``, which is smaller (softplus(-x) is convex), so the level
@@ -137,11 +148,12 @@ def estimate_linear(
     first order, see `estimate_first_order`.
 
     Args:
-        W: fitted directions (`fit_subsets`), ``[subsets, proj]``.
+        W: fitted directions (`fit_subsets`), ``[subsets, proj]`` or ``[projs, subsets,
+            proj]``.
         target_grads: projected log-odds gradients of the target examples at theta*, same
-            projection as ``W``.
+            projection(s) as ``W``: ``[examples, proj]`` or ``[projs, examples, proj]``.
         target_outputs: their log-odds f* at theta*.
-        gram: ``P^T P`` of that projection.
+        gram: ``P^T P`` of that projection (``[projs, proj, proj]`` for several).
         theta_norm: ``||theta*_LoRA||``.
         scale: relative update size (see `rescale`).
         weights: per-example weights of the mean (e.g. target-token counts to mimic a
@@ -149,31 +161,44 @@ def estimate_linear(
         anchor: if given, the estimate at D = 0 is moved to this value.
 
     Returns:
-        ``[subsets]`` estimated target losses (nats), fit dtype.
+        ``[subsets]`` (or ``[projs, subsets]``) estimated target losses (nats), float64.
 
     Raises:
         ValueError: mismatched shapes, negative or all-zero weights, bad ``scale``.
     """
     dtype = _fit_dtype()
     c = rescale(W, gram, theta_norm, scale)
-    g_shape, f_shape, d = jnp.shape(target_grads), jnp.shape(target_outputs), jnp.shape(W)[1]
-    if len(g_shape) != 2 or g_shape[1] != d or f_shape != (g_shape[0],):
+    w_shape = jnp.shape(W)
+    g_shape, f_shape, d = jnp.shape(target_grads), jnp.shape(target_outputs), w_shape[-1]
+    lead = w_shape[:-2]
+    if g_shape[:-2] != lead or len(g_shape) != len(w_shape) or g_shape[-1] != d:
         raise ValueError(
-            f"target_grads {g_shape} and target_outputs {f_shape} must be [examples, {d}] and "
-            "[examples]"
+            f"target_grads {g_shape} must be [examples, {d}] with W's leading axes {lead} "
+            f"(W {w_shape})"
         )
-    wts = _weights(weights, g_shape[0], dtype)
-    return _linear(W, target_grads, target_outputs, c, wts, anchor, dtype)
+    if f_shape != g_shape[-2:-1]:
+        raise ValueError(f"target_outputs {f_shape} must be [examples] = [{g_shape[-2]}]")
+    wts = _weights(weights, g_shape[-2], dtype)
+    fn = _linear if len(w_shape) == 2 else _linear_projs
+    return fn(W, target_grads, target_outputs, c, wts, anchor, dtype)
 
 
-@functools.partial(jax.jit, static_argnums=6)
-def _linear(W, G, f0, c, wts, anchor, dtype):
+def _linear_one(W, G, f0, c, wts, anchor, dtype):
     W, G, f0 = (jnp.asarray(x, dtype) for x in (W, G, f0))
     z = f0[:, None] + (G @ W.T) * c[None, :]  # (examples, subsets)
     est = wts @ jax.nn.softplus(-z)
     if anchor is not None:
         est = est + (anchor - wts @ jax.nn.softplus(-f0))
     return est
+
+
+_linear = jax.jit(_linear_one, static_argnums=6)
+
+
+@functools.partial(jax.jit, static_argnums=6)
+def _linear_projs(W, G, f0, c, wts, anchor, dtype):
+    one = functools.partial(_linear_one, f0=f0, wts=wts, anchor=anchor, dtype=dtype)
+    return jax.vmap(lambda w, g, cc: one(w, g, c=cc))(W, G, c)
 
 
 def _weights(weights, n: int, dtype):
@@ -188,6 +213,7 @@ def _weights(weights, n: int, dtype):
     return w / jnp.sum(w)
 
 
+@_float64
 def estimate_first_order(
     W: Float[ArrayLike, "subsets proj"],
     loss_grad: Float[ArrayLike, " proj"],
@@ -212,7 +238,7 @@ def estimate_first_order(
         scale: relative update size.
 
     Returns:
-        ``[subsets]`` estimates, fit dtype.
+        ``[subsets]`` estimates, float64.
 
     Raises:
         ValueError: mismatched shapes or a bad ``scale``.

@@ -10,7 +10,8 @@ regression on the projected per-sample gradients ``g_i`` (``[examples, proj]``) 
 
 The fitted ``w_S`` lives in projected space; ``P w_S`` (`Projection.lift`) is the LoRA update,
 whose size `jaxlaw.data_selection.gradex.rescale` then sets (only its direction matters).
-Fits run in float64 when ``jax_enable_x64`` is on, float32 otherwise.
+Fits run in float64 whether or not the process enables x64: the entry points switch it on
+around their own numerics only (`jax.enable_x64`), the model and its gradients stay float32.
 """
 
 import functools
@@ -39,7 +40,19 @@ _CHUNK_BYTES = 64 * 2**20
 _PAIRS_BYTES = 256 * 2**20
 
 
+def _float64(fn):
+    """Run an entry point with x64 on, so its fit numerics are float64 in any process."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.enable_x64(True):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _fit_dtype():
+    """float64 inside the `_float64` entry points."""
     return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
 
 
@@ -313,16 +326,21 @@ def _fit(
     return jax.lax.map(one, (mask, lam_s, keys), batch_size=chunk)
 
 
-_fit_jit = jax.jit(
-    _fit,
-    static_argnames=(
-        "method", "parity", "iters", "fraction", "chunk", "rows", "lam_rule", "offsets"
-    ),
-)  # fmt: skip
+_FIT_STATIC = ("method", "parity", "iters", "fraction", "chunk", "rows", "lam_rule", "offsets")
+_fit_jit = jax.jit(_fit, static_argnames=_FIT_STATIC)
 
 
+def _fit_projs(G, f0, mask, lam, key, table, **static):
+    """`_fit` vmapped over a leading projection axis of ``G`` (and of its pair table)."""
+    return jax.vmap(lambda g, t: _fit(g, f0, mask, lam, key, t, **static))(G, table)
+
+
+_fit_projs_jit = jax.jit(_fit_projs, static_argnames=_FIT_STATIC)
+
+
+@_float64
 def fit_subsets(
-    grads: Float[ArrayLike, "examples proj"],
+    grads: Float[ArrayLike, "*projs examples proj"],
     outputs: Float[ArrayLike, " examples"],
     mask: Bool[ArrayLike, "subsets examples"],
     *,
@@ -335,8 +353,12 @@ def fit_subsets(
     fit_fraction: float | None = None,
     key: Key | None = None,
     chunk: int | None = None,
-) -> Float[Array, "subsets proj"]:
+) -> Float[Array, "*projs subsets proj"]:
     """Fit the surrogate of fine-tuning on each subset; all subsets in one vmapped call.
+
+    ``grads`` may carry a leading projection axis (``ProjectedGrads.grads``, one slice per
+    projection seed): every projection is then fitted in the same call, vmapped over that axis,
+    with the results of one call per projection.
 
     With ``o_i = f*_i`` (``offsets=True``) or 0, ``m_Si`` the mask and ``lam_S`` the penalty
     (see ``lam_rule``), each row of the result minimises, in projected space:
@@ -373,7 +395,8 @@ def fit_subsets(
 
     Args:
         grads: projected per-sample gradients of the log-odds at theta*, ``[examples, proj]``
-            (one projection: ``ProjectedGrads.grads[j]``).
+            (one projection: ``ProjectedGrads.grads[j]``) or ``[projs, examples, proj]`` (all
+            of ``ProjectedGrads.grads``).
         outputs: f*_i, the log-odds at theta*, ``[examples]``.
         mask: which examples each subset holds (`sample_mask`), ``[subsets, examples]``.
         method: ``"logistic"``, ``"ridge"`` or ``"one_step"``.
@@ -392,10 +415,12 @@ def fit_subsets(
         fit_fraction: reference parity only, the leading share of S that is fitted (default 0.8,
             the CoT/instruction scripts; 1.0 for the Alpaca script).
         key: random key for the reference's labels (required in reference parity).
-        chunk: subsets per vmapped chunk (None: from a 64 MiB scratch budget).
+        chunk: subsets per vmapped chunk (None: from a 64 MiB scratch budget, shared by the
+            projections).
 
     Returns:
-        ``W``, ``[subsets, proj]`` in the fit dtype (float64 under x64).
+        ``W``, ``[subsets, proj]`` (or ``[projs, subsets, proj]``) float64 (x64 is enabled
+        inside this call).
 
     Raises:
         ValueError: unknown method/parity/rule, mismatched shapes, non-finite inputs, a subset
@@ -439,9 +464,10 @@ def fit_subsets(
     G = _as_array(grads, dtype)
     f0 = _as_array(outputs, dtype)
     mask_a = jnp.asarray(mask)
-    if G.ndim != 2:
-        raise ValueError(f"grads must be [examples, proj], got shape {G.shape}")
-    n, d = G.shape
+    if G.ndim not in (2, 3):
+        raise ValueError(f"grads must be [examples, proj] or [projs, examples, proj]: {G.shape}")
+    n_projs = G.shape[0] if G.ndim == 3 else 1
+    n, d = G.shape[-2:]
     if f0.shape != (n,):
         raise ValueError(f"outputs has shape {f0.shape}; grads has {n} examples")
     if mask_a.ndim != 2 or mask_a.shape[1] != n or mask_a.dtype != jnp.bool_:
@@ -451,7 +477,7 @@ def fit_subsets(
         )
     hg, ho, hm = _host(G), _host(f0), _host(mask_a)
     if hg is not None and not np.isfinite(hg).all():
-        i = int(np.flatnonzero(~np.isfinite(hg).all(axis=1))[0])
+        i = int(np.flatnonzero(~np.isfinite(hg).all(axis=-1).reshape(-1, n).all(axis=0))[0])
         raise ValueError(f"grads of example {i} are not finite")
     if ho is not None and not np.isfinite(ho).all():
         i = int(np.flatnonzero(~np.isfinite(ho))[0])
@@ -463,21 +489,25 @@ def fit_subsets(
 
     if lam_rule == "relative" and hg is not None and not np.any(hg):
         raise ValueError("all gradients are zero: the relative lam rule is undefined")
-    if chunk is None:
-        chunk = _chunk_size(n, d, jnp.dtype(dtype).itemsize)
+    itemsize = jnp.dtype(dtype).itemsize
+    if chunk is None:  # the projections run side by side: they share the scratch budget
+        chunk = max(1, _chunk_size(n, d, itemsize) // n_projs)
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     # The pair table is built by its own call: produced inside `_fit_jit`, next to its GEMM,
     # XLA's CPU schedule made the whole fit 5-10x slower (measured; n=500, d=128).
-    rows = min(n, _pair_rows(d, jnp.dtype(dtype).itemsize))
+    rows = min(n, _pair_rows(d, itemsize * n_projs))
     fits_table = method != "one_step" and rows == n
-    return _fit_jit(
+    table = None
+    if fits_table:
+        table = _pair_table(G) if G.ndim == 2 else jax.vmap(_pair_table)(G)
+    return (_fit_jit if G.ndim == 2 else _fit_projs_jit)(
         G,
         f0,
         mask_a,
         lam,
         key if key is not None else jr.key(0),
-        _pair_table(G) if fits_table else None,
+        table,
         method=method,
         parity=parity,
         iters=iters,

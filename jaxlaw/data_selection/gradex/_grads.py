@@ -168,28 +168,35 @@ def auto_chunk_size(
 ) -> int:
     """Examples per chunk: what fits ``budget_bytes`` per device, and cache-sized on CPU.
 
-    Per example: the per-sample gradient (4 p bytes, twice: the gradient and its float32 copy),
-    the projections (4 d per projection) and the activations the backward pass keeps, estimated
-    as ``4 * seq * (layers * (16 hidden + 4 mlp + 3 heads seq) + 4 vocab)`` bytes. On the CPU
+    Sizes use the actual dtypes: ``g`` bytes per gradient entry (the LoRA leaves' itemsize,
+    the largest if they differ) and ``a`` bytes per activation (the model config's compute
+    dtype; ``g`` for a model without a jaxlaw config). Per example: the per-sample gradient
+    (``g p`` bytes) and its float32 copy for the projection (``4 p``), the projections (4 d per
+    projection) and the activations the backward pass keeps, estimated as
+    ``a * seq * (layers * (16 hidden + 4 mlp + 3 heads seq) + 4 vocab)`` bytes. On the CPU
     backend the chunk is further capped so that its widest activation block,
-    ``4 * chunk * seq * max(mlp, 3 hidden, heads seq, vocab)`` bytes, stays within
+    ``a * chunk * seq * max(mlp, 3 hidden, heads seq, vocab)`` bytes, stays within
     ``CPU_ACTIVATION_BYTES`` (cache-resident steps are faster per example). The result is a
     multiple of ``n_devices``, at most ``MAX_CHUNK`` per device.
     """
     _, lora, _ = split_lora(model)
-    p = sum(math.prod(np.shape(x)) for x in jax.tree.leaves(lora))
+    leaves = jax.tree.leaves(lora)
+    p = sum(math.prod(np.shape(x)) for x in leaves)
+    g_bytes = max((jnp.dtype(x.dtype).itemsize for x in leaves), default=4)
     c = getattr(model, "config", None)
     width = None
     if c is not None and hasattr(c, "hidden_size"):
+        a_bytes = jnp.dtype(c.dtype).itemsize
         per_token = c.n_layers * (16 * c.hidden_size + 4 * c.intermediate_size)
         per_token += c.n_layers * 3 * c.n_heads * seq_len + 4 * c.vocab_size
         width = max(c.intermediate_size, 3 * c.hidden_size, c.n_heads * seq_len, c.vocab_size)
     else:  # not a jaxlaw Decoder: assume activations as large as a few copies of the grads
+        a_bytes = g_bytes
         per_token = max(p // max(seq_len, 1), 1)
-    per_example = 8 * p + 4 * dim * n_projections + 4 * seq_len * per_token
+    per_example = (g_bytes + 4) * p + 4 * dim * n_projections + a_bytes * seq_len * per_token
     per_device = int(min(MAX_CHUNK, max(1, budget_bytes // per_example)))
     if width is not None and jax.default_backend() == "cpu":
-        per_device = min(per_device, max(1, CPU_ACTIVATION_BYTES // (4 * seq_len * width)))
+        per_device = min(per_device, max(1, CPU_ACTIVATION_BYTES // (a_bytes * seq_len * width)))
     return per_device * n_devices
 
 

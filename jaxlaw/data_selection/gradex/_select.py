@@ -126,12 +126,13 @@ def forward_selection(
 ) -> ForwardSelection:
     """Greedy forward selection of sources against an estimator of the target loss.
 
-    - ``"stepwise"`` (textbook forward stepwise): each round builds one row per remaining
-      source (current set plus that source) and calls ``estimate`` ONCE on that batch; the best
-      candidate (lowest estimate, ties to the lower index) is added if it lowers the current
-      estimate strictly (the first round always adds the best single source, as the empty set
-      cannot be estimated). Stops when no candidate helps, at ``max_size``, or when all sources
-      are in. At most K(K+1)/2 estimates.
+    - ``"stepwise"`` (textbook forward stepwise): each round calls ``estimate`` ONCE on a
+      fixed ``[K, K]`` batch, row j being the current set plus source j (for a source already
+      in the set, the set itself; those rows are ignored), so a jitted estimator sees one shape
+      in every round; the best remaining candidate (lowest estimate, ties to the lower index)
+      is added if it lowers the current estimate strictly (the first round always adds the
+      best single source, as the empty set cannot be estimated). Stops when no candidate
+      helps, at ``max_size``, or when all sources are in. At most K * max_size rows.
     - ``"single_pass"`` (the reference's "forward selection", spec 2.8): visit the sources once
       in ``order`` (default 0..K-1), add each and keep it iff the estimate does not rise
       (``<=``; the first one is always kept). K estimates, one row per call; ``max_size`` ends
@@ -178,19 +179,20 @@ def forward_selection(
     current = np.inf
     cands, losses, acc = [], [], []
     if variant == "stepwise":
+        # Every round asks for the same [K, K] batch, one row per source (the current set plus
+        # that source), so a jitted estimator compiles once instead of once per round; the rows
+        # of sources already in the set (= the current set) are masked out of the argmin.
         while sel.sum() < cap:
-            free = np.flatnonzero(~sel)
-            rows = np.repeat(sel[None, :], free.size, axis=0)
-            rows[np.arange(free.size), free] = True
-            est = call(rows)
-            j = int(np.argmin(est))
+            rows = sel[None, :] | np.eye(k, dtype=bool)
+            est = np.where(sel, np.inf, call(rows))
+            j = int(np.argmin(est))  # ties: the lower source index, as before
             better = bool(est[j] < current)
-            cands.append(int(free[j]))
+            cands.append(j)
             losses.append(float(est[j]))
             acc.append(better)
             if not better:
                 break
-            sel[free[j]] = True
+            sel[j] = True
             current = float(est[j])
     else:
         visit = np.arange(k) if order is None else np.asarray(order)

@@ -2,11 +2,12 @@
 
 S2L clusters the per-example loss trajectories L [rows, ckpts] with L2 k-means, K = 100,
 20 Lloyd iterations (spec §1.6, §4.3). The reference calls ``faiss.Kmeans`` with its defaults;
-this module reproduces that recipe:
+this module reproduces that recipe, except for the default init:
 
-- **init** ``"random"``: K distinct rows drawn uniformly (faiss's default); ``"kmeans++"``:
-  K sequential D²-sampling passes, greedy as in scikit-learn (2 + floor(ln K) candidates per
-  pass, the one that lowers the summed squared distance most is kept).
+- **init** ``"kmeans++"`` (the default): K sequential D²-sampling passes, greedy as in
+  scikit-learn (2 + floor(ln K) candidates per pass, the one that lowers the summed squared
+  distance most is kept); the S2L experiment beats random selection only with it.
+  ``"random"``: K distinct rows drawn uniformly (faiss's default, for reference parity).
 - **training subsample**: with ``max_points_per_centroid=m`` and more than m·K rows, the
   centroids are trained on a seeded uniform subsample of m·K rows (faiss's default m = 256),
   then every row is assigned once. ``None`` trains on all rows.
@@ -22,6 +23,9 @@ this module reproduces that recipe:
 - **restarts**: inits are vmapped over split keys (restart r uses
   ``jr.split(jr.split(key)[1], restarts)[r]``); all restarts run in one jitted while loop with
   per-restart stop flags, and the one with the lowest training objective wins.
+- **dtype**: every entry point runs under ``jax.enable_x64(True)``, so numpy float64 (and
+  integer) features are clustered in float64 even in a process without x64; a float32 jax
+  array stays float32 (the caller chose it).
 - **sharding**: a row-sharded input (a `jax.Array` whose `NamedSharding` splits axis 0, e.g.
   over the ``data`` axis of `jaxlaw.training.data_mesh`) runs under `jax.shard_map`: each device
   assigns its own rows, per-cluster sums and counts are ``psum``-ed, centroids stay replicated;
@@ -33,6 +37,7 @@ reduce, so the nearest centroid is found with an unrolled compare/select chain o
 Chunks of ~16K rows keep that block in cache (larger chunks were 3x slower on a 2-core box).
 """
 
+import functools
 import math
 from functools import partial
 from typing import NamedTuple
@@ -73,6 +78,18 @@ class KMeansResult(NamedTuple):
 
 
 # --------------------------------------------------------------------------------- helpers
+def _float64(fn):
+    """Run an entry point with x64 on: numpy float64 input stays float64 and integers become
+    float64 even when the process runs without x64 (jax float32 input stays float32)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.enable_x64(True):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _as_features(x, name: str = "x") -> Array:
     """A 2-D float array (integer input promoted to the default float); sharding is kept."""
     if not isinstance(x, jax.Array):
@@ -80,7 +97,7 @@ def _as_features(x, name: str = "x") -> Array:
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (rows, feats), got shape {tuple(x.shape)}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+        x = x.astype(jnp.float64)  # entry points run under x64 (`_float64`)
     return x
 
 
@@ -293,28 +310,43 @@ def _sample_rows(key, n: int, m: int):
     return jnp.sort(jax.lax.top_k(jr.uniform(key, (n,)), m)[1])
 
 
-def _init_random(x, k: int, key):
-    idx = jax.lax.top_k(jr.uniform(key, (x.shape[0],)), k)[1]  # k distinct rows, random order
+def _init_random(x, k: int, key, valid=None):
+    u = jr.uniform(key, (x.shape[0],))
+    if valid is not None:  # padding rows below every uniform: never drawn
+        u = jnp.where(valid, u, -1.0)
+    idx = jax.lax.top_k(u, k)[1]  # k distinct rows, random order
     return x[idx]
 
 
-def _init_kmeanspp(x, k: int, key):
+def _init_kmeanspp(x, k: int, key, valid=None):
     """Greedy k-means++ (sklearn's default): per centre, draw 2 + floor(ln k) candidates by D²
-    sampling and keep the one that lowers the total squared distance most."""
+    sampling (inverse CDF of the cumulated squared distances, as sklearn) and keep the one that
+    lowers the total squared distance most. ``valid`` (a prefix of the rows) marks real rows:
+    padding rows weigh 0 and are never drawn, so padded and unpadded inputs draw alike."""
     n = x.shape[0]
     trials = 2 + int(math.log(k))
+    w = jnp.ones(n, x.dtype) if valid is None else valid.astype(x.dtype)
+    n_valid = n if valid is None else jnp.sum(valid)
     k_first, k_rest = jr.split(key)
-    first = x[jr.randint(k_first, (), 0, n)]
+    first = x[jr.randint(k_first, (), 0, n_valid)]
     c = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
-    d2 = jnp.sum((x - first[None]) ** 2, axis=1)
+    d2 = jnp.sum((x - first[None]) ** 2, axis=1) * w
 
     def body(j, state):
         c, d2 = state
-        total = jnp.sum(d2)
-        # If every row sits on a centre already (duplicates), sample uniformly.
-        logits = jnp.where(total > 0, jnp.log(d2), 0.0)
-        cand = jr.categorical(jr.fold_in(k_rest, j), logits, shape=(trials,))
-        d2_cand = jnp.minimum(d2[None], jnp.sum((x[None] - x[cand][:, None]) ** 2, axis=2))
+        cdf = jnp.cumsum(d2)
+        total = cdf[-1]
+        u = jr.uniform(jr.fold_in(k_rest, j), (trials,), x.dtype)
+        # side="right": rows of weight 0 (chosen centres, padding) are never drawn. If every
+        # row sits on a centre already (duplicates), draw rows uniformly.
+        cand = jnp.where(
+            total > 0,
+            jnp.searchsorted(cdf, u * total, side="right"),
+            jnp.floor(u * n_valid).astype(jnp.int32),
+        )
+        cand = jnp.clip(cand, 0, n_valid - 1)
+        dist = jnp.sum((x[None] - x[cand][:, None]) ** 2, axis=2)
+        d2_cand = jnp.minimum(d2[None], dist) * w[None]
         best = jnp.argmin(jnp.sum(d2_cand, axis=1))  # first on ties
         return c.at[j].set(x[cand[best]]), d2_cand[best]
 
@@ -322,8 +354,10 @@ def _init_kmeanspp(x, k: int, key):
     return c
 
 
-def _init(x, k: int, key, method: str):
-    return _init_random(x, k, key) if method == "random" else _init_kmeanspp(x, k, key)
+def _init(x, k: int, key, method: str, valid=None):
+    if method == "random":
+        return _init_random(x, k, key, valid)
+    return _init_kmeanspp(x, k, key, valid)
 
 
 def _check_common(x: Array, k: int, *, iters: int | None = None, chunk_rows: int) -> None:
@@ -344,8 +378,9 @@ def _kmeans_init_jit(x, key, k, method):
     return _init(x, k, key, method)
 
 
+@_float64
 def kmeans_init(
-    x: Float[ArrayLike, "rows feats"], k: int, *, key: Key, method: InitMethod = "random"
+    x: Float[ArrayLike, "rows feats"], k: int, *, key: Key, method: InitMethod = "kmeans++"
 ) -> Float[Array, "clusters feats"]:
     """Initial centroids for k-means.
 
@@ -353,11 +388,12 @@ def kmeans_init(
         x: rows to draw the centroids from, shape (rows, feats); finite.
         k: number of clusters, a Python int in 1..rows.
         key: PRNG key; same key, same centroids.
-        method: ``"random"`` (k distinct rows, uniformly; faiss's default) or ``"kmeans++"``
-            (greedy D² sampling as scikit-learn: first row uniform, then for each next centre
-            2 + floor(ln k) candidate rows drawn with probability proportional to their
-            squared distance to the nearest chosen centre, keeping the candidate that lowers
-            the summed squared distance most; uniform draws if all distances are 0).
+        method: ``"kmeans++"`` (default; greedy D² sampling as scikit-learn: first row
+            uniform, then for each next centre 2 + floor(ln k) candidate rows drawn with
+            probability proportional to their squared distance to the nearest chosen centre,
+            keeping the candidate that lowers the summed squared distance most; uniform draws
+            if all distances are 0) or ``"random"`` (k distinct rows, uniformly; faiss's
+            default, for reference parity).
 
     Returns:
         Centroids, shape (k, feats), rows of ``x``.
@@ -381,6 +417,7 @@ def _lloyd_jit(x, centroids, iters, chunk_rows, sharding):
     return KMeansResult(c[0], lab[0], obj[0], counts[0], n_iter[0])
 
 
+@_float64
 def lloyd(
     x: Float[ArrayLike, "rows feats"],
     centroids: Float[ArrayLike, "clusters feats"],
@@ -424,6 +461,7 @@ def _assign_jit(x, centroids, chunk_rows, sharding):
     return _assign_rows(x, centroids, chunk_rows=chunk_rows, sharding=sharding)
 
 
+@_float64
 def assign(
     x: Float[ArrayLike, "rows feats"],
     centroids: Float[ArrayLike, "clusters feats"],
@@ -484,18 +522,19 @@ def _kmeans_jit(x, key, k, init, iters, restarts, n_train, chunk_rows, sharding)
     return KMeansResult(centroids, lab[best], obj[best], counts[best], n_iter[best])
 
 
+@_float64
 def kmeans(
     x: Float[ArrayLike, "rows feats"],
     k: int,
     *,
     key: Key,
-    init: InitMethod = "random",
+    init: InitMethod = "kmeans++",
     iters: int = 20,
     restarts: int = 1,
     max_points_per_centroid: int | None = 256,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> KMeansResult:
-    """L2 k-means (Lloyd) with faiss's defaults; restarts in one loop; row-sharded input ok.
+    """L2 k-means (Lloyd), faiss's recipe with a k-means++ init; restarts in one loop.
 
     Recipe (module docstring for details): draw a training set (all rows, or a seeded uniform
     subsample of ``max_points_per_centroid * k`` rows when there are more rows than that, as
@@ -505,11 +544,12 @@ def kmeans(
     it compiles once per (shape, dtype, k, init, iters, restarts, subsample size, chunk).
 
     Args:
-        x: features, shape (rows, feats), float32 or float64 (integers are promoted); finite.
+        x: features, shape (rows, feats); finite. A float32 jax array stays float32; numpy
+            float64 and integer input run in float64 whether or not x64 is enabled.
             A `jax.Array` sharded by rows over a mesh axis runs data-parallel.
         k: number of clusters, a Python int in 1..rows.
         key: PRNG key (subsample and init draws are split from it).
-        init: ``"random"`` (k distinct rows; reference parity) or ``"kmeans++"``.
+        init: ``"kmeans++"`` (default) or ``"random"`` (k distinct rows; reference parity).
         iters: maximum Lloyd updates per restart (reference: 20).
         restarts: independent inits run at once (faiss's ``nredo``; reference: 1).
         max_points_per_centroid: training-subsample size per centroid (faiss default 256);
@@ -538,3 +578,45 @@ def kmeans(
     n = x.shape[0]
     cap = n if max_points_per_centroid is None else max_points_per_centroid * k
     return _kmeans_jit(x, key, k, init, iters, restarts, min(n, cap), chunk_rows, _row_sharding(x))
+
+
+def _kmeans_padded_one(x, n_valid, key, *, k, init, iters, restarts, cap, chunk_rows):
+    """`kmeans` of the first ``n_valid`` rows of ``x`` (the rest is padding), same draws.
+
+    The training subsample is the top ``min(n_valid, cap)`` of the same uniforms (padding
+    below them all), in row order, padded to a static ``min(rows, cap)``; the rows are then all
+    assigned to the winning centroids, so labels equal an unpadded `kmeans` call.
+    """
+    n = x.shape[0]
+    m_max = n if cap is None else min(n, cap)
+    m = n_valid if cap is None else jnp.minimum(n_valid, cap)
+    k_sub, k_init = jr.split(key)
+    u = jnp.where(jnp.arange(n) < n_valid, jr.uniform(k_sub, (n,)), -1.0)
+    top = jax.lax.top_k(u, m_max)[1]
+    keep = jnp.arange(m_max) < m
+    idx = jnp.sort(jnp.where(keep, top, n))  # training rows in row order, padding last
+    xt = x[jnp.minimum(idx, n - 1)]
+    inits = jax.vmap(lambda kk: _init(xt, k, kk, init, keep))(jr.split(k_init, restarts))
+    chunk, m_pad = _chunking(m_max, chunk_rows)
+    xtp, _ = _pad_rows(xt, m_pad)
+    valid_t = jnp.arange(m_pad) < m
+    c, _, _, obj, _, n_iter = _lloyd_local(xtp, valid_t, inits, iters=iters, chunk=chunk, axes=None)
+    best = jnp.argmin(obj)
+    centroids = c[best]
+    labels, sqdist = _assign_rows(x, centroids, chunk_rows=chunk_rows, sharding=None)
+    valid = jnp.arange(n) < n_valid
+    counts = jax.ops.segment_sum(valid.astype(jnp.int32), labels, k)
+    objective = jnp.sum(jnp.where(valid, sqdist, 0.0))
+    return KMeansResult(centroids, labels, objective, counts, n_iter[best])
+
+
+@partial(jax.jit, static_argnames=("k", "init", "iters", "restarts", "cap", "chunk_rows"))
+def _kmeans_padded_jit(xs, n_valid, keys, k, init, iters, restarts, cap, chunk_rows):
+    one = partial(
+        _kmeans_padded_one,
+        k=k, init=init, iters=iters, restarts=restarts, cap=cap, chunk_rows=chunk_rows,
+    )  # fmt: skip
+    # One problem after another (lax.map), not vmap: a vmapped segment_sum lowers to a batched
+    # scatter ~20x slower on XLA:CPU and each problem fills the machine on its own (see
+    # `_lloyd_local`); the point is one compilation for every stratum.
+    return jax.lax.map(lambda a: one(*a), (xs, n_valid, keys))

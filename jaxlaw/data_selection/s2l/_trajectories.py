@@ -18,6 +18,7 @@ token get an explicit ``fill`` (the reference's NaN -> 0, §6.5) or can be dropp
 """
 
 import dataclasses
+import functools
 import json
 import time
 import warnings
@@ -361,20 +362,19 @@ def _checkpoint_meta(directory: Path) -> tuple[list[int], dict]:
     return available, meta
 
 
-_STACKED_STEPS: dict = {}
-
-
+# The step closes over the graphdef only (its state comes in as arguments), so the graphdef is
+# the whole key; a handful of models per process is the use, and the bound keeps a long-lived
+# process that sweeps many architectures from holding every compiled step forever.
+@functools.lru_cache(maxsize=8)
 def _stacked_eval_step(graphdef):
     """Jitted ``(stacked trainable [T, ...], frozen, batch) -> ExampleLoss [T, examples]``."""
-    if graphdef not in _STACKED_STEPS:
 
-        def one(trainable, frozen, batch: Batch) -> ExampleLoss:
-            model = nnx.merge(graphdef, trainable, frozen)
-            model.eval()
-            return example_losses(model, batch)
+    def one(trainable, frozen, batch: Batch) -> ExampleLoss:
+        model = nnx.merge(graphdef, trainable, frozen)
+        model.eval()
+        return example_losses(model, batch)
 
-        _STACKED_STEPS[graphdef] = jax.jit(jax.vmap(one, in_axes=(0, None, None)))
-    return _STACKED_STEPS[graphdef]
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
 
 
 def stacked_losses(
