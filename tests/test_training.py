@@ -30,7 +30,7 @@ from jaxlaw.training import (
     token_nll,
     train,
 )
-from jaxlaw.training._loop import _train_step
+from jaxlaw.training._loop import _train_segment
 
 
 class Toy(NamedTuple):
@@ -130,15 +130,15 @@ def test_train_step_traces_once_across_runs(monkeypatch):
     traces = []
     real = step_module.example_losses
     monkeypatch.setattr(step_module, "example_losses", lambda *a: traces.append(1) or real(*a))
-    monkeypatch.setattr(_loop, "_TRAIN_STEPS", {})
+    _loop._segment.cache_clear()
     data = toy_task()
     model = lora_model()
     c1 = TrainConfig(steps=6, batch_size=8, lr=1e-3)
-    c2 = TrainConfig(steps=9, batch_size=8, lr=3e-3, warmup_steps=2, seed=1)
+    c2 = TrainConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=2, seed=1, log_every=7)
     train(model, data, c1, progress=False)
     graphdef = split_lora(model)[0]
-    assert _train_step(graphdef, c2) is _train_step(graphdef, c1)
-    train(model, data, c2, progress=False)
+    assert _train_segment(graphdef, c2) is _train_segment(graphdef, c1)
+    train(model, data, c2, progress=False)  # segments of 6, 7, 1 ... steps: one program
     assert len(traces) == 1
 
 
@@ -287,7 +287,11 @@ def test_sharded_step_matches_single_device(tmp_path):
     script = tmp_path / "sharded.py"
     script.write_text(SHARDED.format(tests=os.path.dirname(__file__)))
     env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        JAX_PLATFORMS="cpu",
+        # The checkout under test, not whichever jaxlaw the interpreter has installed.
+        PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
