@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .._types import Array, Key
+from .._types import Array, ArrayLike, Bool, Key
 from ..checkpoint import TrainCheckpointer
 from ..lora import split_lora
 from ._config import TrainConfig
@@ -375,6 +375,133 @@ def _init_state(params, config: TrainConfig, key):
     args = jax.device_put((schedule_numbers(config), np.uint32(config.seed)))
     params, opt_state, seed_key = _init_fn(compile_key(config))(params, *args)
     return params, opt_state, seed_key if key is None else key
+
+
+class StackResult(NamedTuple):
+    """Result of `train_stack`.
+
+    Attributes:
+        states: the trained trainable states stacked on a leading ``members`` axis (an
+            `nnx.State` shaped like ``split_lora(model, trainable)[1]`` with one more axis).
+        losses: the training loss (nats/token) of every member and step, ``[members, steps]``.
+        seconds: wall time (compilation included).
+    """
+
+    states: Any
+    losses: np.ndarray
+    seconds: float
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _broadcast(tree, copies: int):
+    # A jit output is a fresh buffer: the segment may donate it.
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (copies, *jnp.shape(x))), tree)
+
+
+@jax.jit
+def _member_keys(keys, ids):
+    """``(data keys, dropout keys)`` of members ``ids``, each the halves of ``jr.split``."""
+    halves = jax.vmap(jr.split)(keys[ids])
+    return halves[:, 0], halves[:, 1]
+
+
+def train_stack(
+    model: nnx.Module,
+    data,
+    masks: Bool[ArrayLike, "subsets examples"],
+    config: TrainConfig,
+    *,
+    keys: Array | None = None,
+    trainable=nnx.LoRAParam,
+    chunk: int = 2,
+    progress: bool = True,
+    description: str = "train_stack",
+) -> StackResult:
+    """Train copies of ``model``, member j on the rows ``masks[j]`` of ``data``, many at once.
+
+    Member j's run is `train` of a copy of ``model`` on ``take(data, flatnonzero(masks[j]))``
+    with ``config`` (and ``key=keys[j]``): the same data order, dropout keys, optimizer and
+    steps, run by the same compiled segment vmapped over ``chunk`` members (equal to separate
+    `train` calls up to float32 reassociation under vmap). Members are trained ``chunk`` at a
+    time; the last chunk is padded, so any number of members compiles once per chunk.
+    ``model`` is not modified.
+
+    Args:
+        model: the starting point of every member.
+        data: the pool, a `jaxlaw.data.TokenizedSet` (host arrays).
+        masks: ``[members, examples]`` bool, the rows each member trains on.
+        config: optimisation settings of every member (no checkpoints, no logs).
+        keys: ``[members]`` typed PRNG keys, member j's in place of `train`'s ``jr.key(config.seed)``
+            (None: that key for every member).
+        trainable: NNX filter of what trains.
+        chunk: members trained at once (memory grows with it).
+        progress: progress bar over member-steps (stderr).
+        description: label of the progress bar.
+
+    Returns:
+        `StackResult`, members in the order of ``masks``.
+
+    Raises:
+        ValueError: ``masks`` does not fit ``data``, a member has no rows or no target tokens,
+            ``chunk`` is not a positive int, or nothing matches ``trainable``.
+    """
+    t0 = time.perf_counter()
+    masks = np.asarray(masks)
+    n = int(data.tokens.shape[0])
+    if masks.ndim != 2 or masks.shape[1] != n or masks.dtype != np.bool_ or not masks.shape[0]:
+        raise ValueError(f"masks must be bool [members >= 1, {n}], got {masks.dtype} {masks.shape}")
+    targets = np.any(np.asarray(data.loss_mask)[:, 1:], axis=1)
+    for j, m in enumerate(masks):
+        if not m.any():
+            raise ValueError(f"member {j} has no rows to train on")
+        if not targets[m].any():
+            raise ValueError(f"member {j}'s rows have no target tokens")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    graphdef, params, frozen = split_lora(model, trainable)
+    if not jax.tree.leaves(params):
+        raise ValueError(
+            "nothing to train: the model has no variables matching the trainable filter "
+            "(apply_lora first, or pass trainable=nnx.Param)"
+        )
+    params, opt_state, seed_key = _init_state(params, config, None)
+    members = masks.shape[0]
+    if keys is None:
+        keys = _broadcast(seed_key, members)
+    segment = _train_segment(graphdef, config, stacked=True)
+    steps, width = config.steps, min(chunk, members)
+    losses = np.zeros((members, steps), np.float32)
+    parts = []
+    with _progress(progress) as bar:
+        task = bar.add_task(description, total=members * steps, loss="-", tps="-")
+        for first in range(0, members, width):
+            real = list(range(first, min(first + width, members)))
+            ids = np.asarray(real + real[:1] * (width - len(real)), np.int32)
+            data_keys, dropout_keys = _member_keys(keys, jax.device_put(ids))
+            rows = [np.flatnonzero(masks[j]) for j in ids]
+            orders = [
+                _Order(len(r), config.batch_size, k) for r, k in zip(rows, _unstack(data_keys))
+            ]
+            p, o = _broadcast((params, opt_state), width)
+            metrics = []
+            for lo, hi in _bounds(0, steps, ()):
+                idx = np.stack([r[order.rows(lo, hi)] for r, order in zip(rows, orders)])
+                batches = jax.device_put(_stage(data, idx, config.accum_steps))
+                span = jax.device_put((np.uint32(lo), np.int32(hi - lo)))
+                p, o, m = segment(p, o, frozen, batches, dropout_keys, *span)
+                metrics.append((lo, hi, m.loss))
+                bar.update(task, advance=len(real) * (hi - lo))
+            for lo, hi, loss in metrics:
+                got = jax.device_get(loss)  # (width, SEGMENT)
+                losses[first : first + len(real), lo:hi] = got[: len(real), : hi - lo]
+            parts.append(jax.tree.map(lambda x, k=len(real): x[:k], p))
+    stacked = parts[0] if len(parts) == 1 else jax.tree.map(lambda *x: jnp.concatenate(x), *parts)
+    jax.block_until_ready(stacked)
+    return StackResult(stacked, losses, time.perf_counter() - t0)
+
+
+def _unstack(keys) -> list:
+    return [keys[i] for i in range(keys.shape[0])]
 
 
 def _check_resume(meta: dict, config: TrainConfig, key: list) -> None:
