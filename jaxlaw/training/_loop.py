@@ -1,4 +1,5 @@
-"""The Python driver around the pure steps: data order, progress, logs, checkpoints, resume."""
+"""The one training loop around the pure step: `train` (data order, staged multi-step segments,
+progress, logs, checkpoints, resume) and `train_stack` (many `train` runs at once, vmapped)."""
 
 import collections
 import dataclasses
@@ -278,8 +279,9 @@ def train(
     every = config.log_every
     calls = set(range(start + 1, end + 1)) if on_step_at is None else set(on_step_at)
     calls = calls if on_step is not None else set()
-    saves = set(range(config.checkpoint_every, end, config.checkpoint_every or end + 1))
-    saves = saves | {end} if ckpt is not None else set()
+    every_ckpt = config.checkpoint_every
+    saves = set(range(every_ckpt, end, every_ckpt)) | {end} if every_ckpt else {end}
+    saves = saves if ckpt is not None else set()
     logs = set(range(every, end, every)) | {end}
     segment = _train_segment(graphdef, config)
     order = _Order(n, config.batch_size, data_key)
@@ -431,8 +433,8 @@ def train_stack(
         data: the pool, a `jaxlaw.data.TokenizedSet` (host arrays).
         masks: ``[members, examples]`` bool, the rows each member trains on.
         config: optimisation settings of every member (no checkpoints, no logs).
-        keys: ``[members]`` typed PRNG keys, member j's in place of `train`'s ``jr.key(config.seed)``
-            (None: that key for every member).
+        keys: ``[members]`` typed PRNG keys, member j's in place of `train`'s
+            ``jr.key(config.seed)`` (None: that key for every member).
         trainable: NNX filter of what trains.
         chunk: members trained at once (memory grows with it).
         progress: progress bar over member-steps (stderr).
