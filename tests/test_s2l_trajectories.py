@@ -465,7 +465,7 @@ def test_train_callback_steps():
 
 
 def test_text_mixture(data_root):
-    from jaxlaw.data_selection.s2l import MIXTURE_SOURCES, TextMixConfig, make_text_mixture
+    from experiments.s2l.toy import MIXTURE_SOURCES, TextMixConfig, make_text_mixture
 
     if not (data_root / "text" / "gsm8k" / "train.jsonl").exists():
         pytest.skip("text data not found")
