@@ -405,3 +405,17 @@ def test_train_equals_the_plain_step_loop():
     assert [h["step"] for h in out.history] == [5, 10, 15, 20, 21]
     logged = [h["loss"] for h in out.history]
     np.testing.assert_allclose(logged, np.asarray(losses)[[4, 9, 14, 19, 20]], rtol=1e-6)
+
+
+def test_host_order_equals_jax_permutation():
+    """The host-side epoch order (jax's sort keys, sorted by numpy; one compilation per
+    power-of-two size bucket) equals ``jr.permutation(fold_in(key, epoch), n)`` exactly, the
+    order `train` drew on the device before, for one- and two-round shuffles (n > 1625). Guards
+    that old runs stay reproducible."""
+    from jaxlaw.training._loop import _Order
+
+    key = jax.random.key(5)
+    for n in [1, 2, 3, 7, 16, 17, 100, 257, 1625, 1626, 5000]:
+        for e in (0, 3):
+            want = jax.random.permutation(jax.random.fold_in(key, np.uint32(e)), n)
+            np.testing.assert_array_equal(_Order(n, 1, key)._perm(e), np.asarray(want))

@@ -55,24 +55,49 @@ SEGMENT = 16
 _IN_FLIGHT = 2
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _permutation(key, epoch, n: int):
-    return jr.permutation(jr.fold_in(key, epoch), n)
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _sort_bits(key, epoch, rounds: int, length: int):
+    """The uint32 sort keys ``[rounds, length]`` that ``jr.permutation(fold_in(key, epoch), n)``
+    draws (one round per sort, as jax's ``_shuffle``). Threefry is partitionable, so the first
+    n of ``length`` equal those drawn for shape (n,): one compilation per power-of-two bucket
+    instead of one per n (GradEx's subsets have many sizes)."""
+    k = jr.fold_in(key, epoch)
+    out = []
+    for _ in range(rounds):
+        k, sub = jr.split(k)
+        out.append(jr.bits(sub, (length,), jnp.uint32))
+    return jnp.stack(out) if out else jnp.zeros((0, length), jnp.uint32)  # n = 1: no sort
 
 
 class _Order:
     """The example order of one run, on the host: epoch ``e`` is
-    ``jr.permutation(jr.fold_in(key, e), n)``, drawn once per epoch (the next one is drawn
-    ahead, so fetching it does not stall the device queue)."""
+    ``jr.permutation(jr.fold_in(key, e), n)`` (jax's shuffle by sorting random bits, the sorts
+    done by numpy), drawn once per epoch; the next epoch's bits are drawn ahead, so fetching
+    them does not stall the device queue."""
 
     def __init__(self, n: int, batch_size: int, key):
         self.n, self.batch_size, self.key = n, batch_size, key
+        self.rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+        # Without partitionable threefry the bits of a longer draw are not a prefix-extension.
+        bucket = 1 << max(n - 1, 1).bit_length()
+        self.length = bucket if jax.config.jax_threefry_partitionable else n
         self._epochs: dict[int, Any] = {}
 
     def _draw(self, e: int):
         if e not in self._epochs:
-            self._epochs[e] = _permutation(self.key, jax.device_put(np.uint32(e)), self.n)
+            epoch = jax.device_put(np.uint32(e))
+            self._epochs[e] = _sort_bits(self.key, epoch, self.rounds, self.length)
         return self._epochs[e]
+
+    def _perm(self, e: int) -> np.ndarray:
+        got = self._draw(e)
+        if not isinstance(got, np.ndarray):
+            bits = np.asarray(jax.device_get(got))[:, : self.n]
+            got = np.arange(self.n)
+            for r in range(self.rounds):  # lax.sort_key_val is stable, as numpy's "stable"
+                got = got[np.argsort(bits[r], kind="stable")]
+            self._epochs[e] = got
+        return got
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Example indices of steps ``start .. stop - 1``, ``[steps, batch_size]``."""
@@ -81,8 +106,7 @@ class _Order:
         out = np.empty(pos.shape, np.int64)
         for e in range(int(epochs[0]), int(epochs[-1]) + 1):
             self._draw(e + 1)
-            perm = self._epochs[e] = np.asarray(jax.device_get(self._draw(e)))
-            out[epochs == e] = perm[offsets[epochs == e]]
+            out[epochs == e] = self._perm(e)[offsets[epochs == e]]
         for e in [e for e in self._epochs if e < epochs[-1]]:
             del self._epochs[e]
         return out.reshape(stop - start, self.batch_size)
@@ -472,6 +496,15 @@ def train_stack(
         keys = _broadcast(seed_key, members)
     segment = _train_segment(graphdef, config, stacked=True)
     steps, width = config.steps, min(chunk, members)
+    # Every member's whole order up front (pool rows, [members, steps, batch]): the epoch draws
+    # then never wait behind queued training.
+    data_keys, dropout_keys = _member_keys(keys, jax.device_put(np.arange(members, dtype=np.int32)))
+    order = np.stack(
+        [
+            np.flatnonzero(m)[_Order(int(m.sum()), config.batch_size, k).rows(0, steps)]
+            for m, k in zip(masks, _unstack(data_keys))
+        ]
+    )
     losses = np.zeros((members, steps), np.float32)
     parts = []
     with _progress(progress) as bar:
@@ -479,18 +512,14 @@ def train_stack(
         for first in range(0, members, width):
             real = list(range(first, min(first + width, members)))
             ids = np.asarray(real + real[:1] * (width - len(real)), np.int32)
-            data_keys, dropout_keys = _member_keys(keys, jax.device_put(ids))
-            rows = [np.flatnonzero(masks[j]) for j in ids]
-            orders = [
-                _Order(len(r), config.batch_size, k) for r, k in zip(rows, _unstack(data_keys))
-            ]
+            chunk_keys = dropout_keys[jax.device_put(ids)]
             p, o = _broadcast((params, opt_state), width)
             metrics = []
             for lo, hi in _bounds(0, steps, ()):
-                idx = np.stack([r[order.rows(lo, hi)] for r, order in zip(rows, orders)])
+                idx = order[ids, lo:hi]  # (width, hi - lo, batch)
                 batches = jax.device_put(_stage(data, idx, config.accum_steps))
                 span = jax.device_put((np.uint32(lo), np.int32(hi - lo)))
-                p, o, m = segment(p, o, frozen, batches, dropout_keys, *span)
+                p, o, m = segment(p, o, frozen, batches, chunk_keys, *span)
                 metrics.append((lo, hi, m.loss))
                 bar.update(task, advance=len(real) * (hi - lo))
             for lo, hi, loss in metrics:
