@@ -4,6 +4,16 @@ Run from the repo root (standalone; never collected by pytest)::
 
     python benchmark/bench_train.py [--configs tiny small] [--quick] [--blocks N] [--block-steps K]
                                     [--batch B] [--seq S] [--torch-attn sdpa|eager] [--no-save]
+    python benchmark/bench_train.py --loop [--quick] [--no-save]   # train() vs the bare step
+
+``--loop`` measures jaxlaw's own loop overhead instead (tiny config, no torch): steps/s of
+``jaxlaw.training.train`` (host order, staged segments, metrics fetched a segment behind, as a
+user calls it: each timed block is one whole ``train()`` call, setup included) beside the bare
+jitted ``make_train_step`` fed the very same batches (the rows ``batch_indices`` gives, staged
+on the device before timing, one sync at the block's end). Same config (AdamW below, log every
+10 steps, progress bar off), ABBA blocks of ``--block-steps`` steps, median over blocks. The
+target (issue 12) is train() within 10 % of the bare step. Appends a ``bench_train_loop`` line
+to benchmark/results/bench_train.jsonl.
 
 Configs (GPT-2 family: fused qkv, tied head, gelu_new, LayerNorm eps 1e-5, dropout 0):
 
@@ -308,6 +318,161 @@ class TorchRunner:
         return {"wall": wall, "cpu": cpu}
 
 
+def loop_worker(spec: dict, warmup: int) -> dict:
+    """train() vs the bare jitted step on the same batches, ABBA blocks (see the docstring)."""
+    from typing import NamedTuple
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxlaw.lora import LoraConfig, apply_lora, split_lora
+    from jaxlaw.models import ModelConfig, init_model
+    from jaxlaw.training import (
+        TrainConfig,
+        batch_indices,
+        host_batch,
+        make_optimizer,
+        make_train_step,
+        train,
+    )
+
+    class Rows(NamedTuple):
+        tokens: np.ndarray
+        attention_mask: np.ndarray
+        loss_mask: np.ndarray
+
+    h, steps = spec["hidden"], spec["block_steps"]
+    config = ModelConfig.tiny(
+        "gpt2",
+        vocab_size=spec["vocab"],
+        hidden_size=h,
+        n_layers=spec["n_layers"],
+        n_heads=spec["heads"],
+        intermediate_size=4 * h,
+        max_positions=spec["positions"],
+    )
+    model = init_model(config, key=jax.random.key(SEED))
+    lora_cfg = LoraConfig(targets=r"attn\.qkv$", rank=RANK, alpha=ALPHA, dropout=0.0)
+    apply_lora(model, lora_cfg, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(SEED)
+    n = N_BATCHES * spec["batch"]
+    tokens = rng.integers(0, spec["vocab"], (n, spec["seq"])).astype(np.int32)
+    loss_mask = np.ones(tokens.shape, bool)
+    loss_mask[:, 0] = False
+    data = Rows(tokens, np.ones(tokens.shape, bool), loss_mask)
+
+    def tcfg(k: int) -> TrainConfig:
+        return TrainConfig(
+            steps=k,
+            batch_size=spec["batch"],
+            lr=LR,
+            weight_decay=WEIGHT_DECAY,
+            warmup_steps=0,
+            end_lr_ratio=1.0,
+            clip_norm=None,
+            log_every=10,
+        )
+
+    # The bare step, fed exactly train()'s batches (pre-staged: no host work while timed).
+    graphdef, lora, frozen = split_lora(model)
+    tx = make_optimizer(tcfg(steps))
+    step = make_train_step(graphdef, tx)
+    lora = jax.tree.map(jnp.copy, lora)
+    opt = tx.init(lora)
+    data_key, dropout_key = jax.random.split(jax.random.key(0))
+    batches = [
+        jax.device_put(host_batch(data, batch_indices(n, spec["batch"], s, key=data_key)))
+        for s in range(steps)
+    ]
+    keys = [jax.random.fold_in(dropout_key, s) for s in range(steps)]
+    jax.block_until_ready((batches, keys))
+
+    def bare() -> float:
+        nonlocal lora, opt
+        t0 = time.perf_counter()
+        for b, k in zip(batches, keys):
+            lora, opt, metrics = step(lora, opt, frozen, b, k)
+        jax.block_until_ready((lora, metrics.loss))
+        return time.perf_counter() - t0
+
+    def loop() -> float:
+        t0 = time.perf_counter()
+        train(model, data, tcfg(steps), progress=False)
+        return time.perf_counter() - t0
+
+    runners = {"bare_step": bare, "train": loop}
+    first = {k: [f() for _ in range(max(warmup, 1))] for k, f in runners.items()}
+    wall: dict[str, list[float]] = {k: [] for k in runners}
+    for b in range(spec["blocks"]):
+        for k in ("bare_step", "train") if b % 2 == 0 else ("train", "bare_step"):
+            wall[k].append(runners[k]())
+    out = {
+        k: {
+            "median_block_s": float(np.median(w)),
+            "steps_per_s": steps / float(np.median(w)),
+            "block_s": w,
+            "warmup_s": first[k],
+        }
+        for k, w in wall.items()
+    }
+    ratio = out["train"]["steps_per_s"] / out["bare_step"]["steps_per_s"]
+    pairs = [b / t for b, t in zip(wall["bare_step"], wall["train"])]
+    return {
+        "methods": out,
+        "ratio_train_over_bare": ratio,
+        "block_pair_ratios": pairs,
+        "devices": [str(d) for d in jax.devices()],
+    }
+
+
+def loop_main(args) -> dict:
+    spec = dict(CONFIGS["tiny"]) | dict(blocks=8, block_steps=30)
+    if args.quick:
+        spec |= dict(blocks=2, block_steps=10)
+    for key in ("blocks", "block_steps", "batch", "seq"):
+        if getattr(args, key) is not None:
+            spec[key] = getattr(args, key)
+    busy0 = busy_cores()
+    print(
+        f"bench_train --loop: train() vs the bare jitted step, tiny config, batch "
+        f"{spec['batch']} x seq {spec['seq']}, {spec['blocks']} ABBA blocks x "
+        f"{spec['block_steps']} steps; busy cores now {busy0:.2f}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_train_loop_") as tmp:
+        worker = Worker("loop", spec, Path(tmp), args)
+        try:
+            res = worker.recv()
+        finally:
+            worker.close()
+    m = res["methods"]
+    for k in ("bare_step", "train"):
+        print(
+            f"  {k:10s} {m[k]['steps_per_s']:7.2f} steps/s (median block "
+            f"{m[k]['median_block_s']:.3f} s)"
+        )
+    r = res["ratio_train_over_bare"]
+    print(
+        f"  train()/bare steps/s ratio {r:.3f} (per ABBA pair {min(res['block_pair_ratios']):.3f}"
+        f"-{max(res['block_pair_ratios']):.3f}); target >= 0.90: "
+        f"{'met' if r >= 0.9 else 'NOT met'}"
+    )
+    record = {
+        "bench": "bench_train_loop",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "argv": sys.argv[1:],
+        "spec": spec,
+        "busy_cores_at_start": busy0,
+        "loadavg_1min": os.getloadavg()[0],
+    } | res
+    if not args.no_save:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"appended to {RESULTS.relative_to(REPO)}")
+    return record
+
+
 def worker_main(args) -> None:
     """Serve the orchestrator: JSON lines on stdin (commands) and on the original stdout."""
     reply = os.fdopen(os.dup(1), "w", buffering=1)
@@ -319,6 +484,9 @@ def worker_main(args) -> None:
 
     if args.worker == "prep":
         send(prep_worker(spec, folder) | {"peak_rss_mb": peak_rss_mb()})
+        return
+    if args.worker == "loop":
+        send(loop_worker(spec, args.warmup) | {"peak_rss_mb": peak_rss_mb()})
         return
     if args.worker == "jaxlaw":
         runner = JaxRunner(spec, folder, args.warmup)
@@ -505,7 +673,8 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--torch-attn", choices=("sdpa", "eager"), default="sdpa")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     ap.add_argument("--no-save", action="store_true", help="do not append to the results file")
-    ap.add_argument("--worker", choices=("prep", "jaxlaw", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument("--loop", action="store_true", help="train() vs the bare step (no torch)")
+    ap.add_argument("--worker", choices=("prep", "jaxlaw", "torch", "loop"), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -513,6 +682,8 @@ def main(argv=None) -> dict | None:
         worker_main(args)
         return None
     sys.stdout.reconfigure(line_buffering=True)
+    if args.loop:
+        return loop_main(args)
     t_start = time.perf_counter()
     load0 = os.getloadavg()
     busy0 = busy_cores()

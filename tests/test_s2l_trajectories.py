@@ -5,6 +5,7 @@ import json
 import math
 import warnings
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -16,7 +17,6 @@ from scipy.special import log_softmax
 from experiments.s2l.toy import (
     SkillMLP,
     SkillToyConfig,
-    arm_model,
     cluster_purity,
     example_accuracy,
     make_skill_toy,
@@ -24,7 +24,6 @@ from experiments.s2l.toy import (
     prompt_embeddings,
     select_arms,
     source_means,
-    train_arms,
 )
 from jaxlaw.data import TokenizedSet, take
 from jaxlaw.data_selection.s2l import (
@@ -36,9 +35,18 @@ from jaxlaw.data_selection.s2l import (
     stacked_losses,
     trajectories_from_checkpoints,
 )
-from jaxlaw.lora import LoraConfig, apply_lora
+from jaxlaw.lora import LoraConfig, apply_lora, split_lora
 from jaxlaw.models import ModelConfig, init_model
-from jaxlaw.training import TrainConfig, evaluate, train
+from jaxlaw.training import (
+    TrainConfig,
+    batch_indices,
+    evaluate,
+    host_batch,
+    make_optimizer,
+    make_train_step,
+    train,
+    train_stack,
+)
 
 G, V = 8, 32
 TOY = SkillToyConfig(n_pool=240, vocab=V, test_per_skill=6, test_iid=40)
@@ -222,27 +230,58 @@ def test_sums_counts_and_fill(toy):
         tr.features("sqrt")
 
 
-def test_fast_path_equals_train(toy):
+def plain_train(model, data, config, *, sweep=None, at=()):
+    """The loop `train` and `train_arms` used to run, written plainly: the bare jitted step on
+    the rows of `batch_indices` at every step, dropout key ``fold_in(dropout_key, step)``, and
+    an `evaluate` sweep of ``sweep`` after the steps in ``at`` (0: before training)."""
+    graphdef, params, frozen = split_lora(model, nnx.Param)
+    tx = make_optimizer(config)
+    step = make_train_step(graphdef, tx)
+    params = jax.tree.map(jnp.copy, params)
+    opt = tx.init(params)
+    data_key, dropout_key = jr.split(jr.key(config.seed))
+    sweeps = {0: evaluate(model, sweep)} if 0 in at else {}
+    for s in range(config.steps):
+        idx = batch_indices(data.n_examples, config.batch_size, s, key=data_key)
+        batch = host_batch(data, idx, config.accum_steps)
+        params, opt, _ = step(params, opt, frozen, batch, jr.fold_in(dropout_key, s))
+        if s + 1 in at:
+            sweeps[s + 1] = evaluate(nnx.merge(graphdef, params, frozen), sweep)
+    return nnx.merge(graphdef, params, frozen), sweeps
+
+
+def test_train_paths_equal_the_plain_step_loop(toy):
+    """What the deleted `train_arms` fast path gave, now through the one loop: the proxy run
+    (`record_trajectories`, i.e. `train` with inline sweeps) and several arms at once
+    (`train_stack`) equal a plain loop of the jitted step. Guards that `train`'s staged
+    segments keep the old data order, steps and sweep points."""
     config = constant_adam(9, batch=12, seed=3)
     rec = record_trajectories(mlp(2), toy.pool, config, checkpoints=3, progress=False)
-    run = train_arms(mlp(2), [toy.pool], config, record=toy.pool, checkpoints=3)
-    fast = run.trajectories[0]
-    np.testing.assert_array_equal(fast.steps, rec.trajectories.steps)
-    # lax.scan of the same jitted step vs the Python loop: float32 reassociation only.
-    np.testing.assert_allclose(fast.total, rec.trajectories.total, rtol=1e-5, atol=1e-5)
-    # Two runs at once equal two `train` calls (same seed: same batch positions in each).
-    subsets = [take(toy.pool, np.arange(0, 50)), take(toy.pool, np.arange(50, 100))]
-    run = train_arms(mlp(4), subsets, config)
-    assert run.loss.shape == (9, 2)
-    for r, d in enumerate(subsets):
-        ref = mlp(4)
-        train(ref, d, config, trainable=nnx.Param, progress=False)
-        got = arm_model(mlp(4), run.states, r)
-        np.testing.assert_allclose(
-            evaluate(got, toy.test).total, evaluate(ref, toy.test).total, rtol=1e-5, atol=1e-5
-        )
-    with pytest.raises(ValueError, match="equal shapes"):
-        train_arms(mlp(), [subsets[0], take(toy.pool, np.arange(10))], config)
+    steps = [int(s) for s in rec.trajectories.steps]
+    _, ref = plain_train(mlp(2), toy.pool, config, sweep=toy.pool, at=steps)
+    want = np.stack([ref[s].total for s in steps], axis=1)
+    # A fori_loop of the step vs the step alone: float32 reassociation only.
+    np.testing.assert_allclose(rec.trajectories.total, want, rtol=1e-5, atol=1e-5)
+    # Two arms at once equal one `train` call per arm (same seed: same batch positions).
+    rows = [np.arange(0, 50), np.arange(50, 100)]
+    masks = np.zeros((2, toy.pool.n_examples), bool)
+    for r, idx in enumerate(rows):
+        masks[r, idx] = True
+    run = train_stack(mlp(4), toy.pool, masks, config, trainable=nnx.Param, progress=False)
+    assert run.losses.shape == (2, 9)
+    graphdef, _, frozen = split_lora(mlp(4), nnx.Param)
+    for r, idx in enumerate(rows):
+        got = nnx.merge(graphdef, jax.tree.map(lambda x, r=r: x[r], run.states), frozen)
+        one = mlp(4)
+        res = train(one, take(toy.pool, idx), config, trainable=nnx.Param, progress=False)
+        ref_model, _ = plain_train(mlp(4), take(toy.pool, idx), config)
+        np.testing.assert_allclose(run.losses[r], res.losses, rtol=1e-5, atol=1e-6)
+        want = evaluate(ref_model, toy.test).total
+        for m in (got, one):
+            np.testing.assert_allclose(evaluate(m, toy.test).total, want, rtol=1e-5, atol=1e-5)
+    masks[1] = False
+    with pytest.raises(ValueError, match="member 1 has no rows"):
+        train_stack(mlp(), toy.pool, masks, config, trainable=nnx.Param, progress=False)
 
 
 def test_stacked_losses_match_separate(toy):

@@ -2,8 +2,9 @@
 
 Run: ``python experiments/s2l/run.py --out DIR [--data DIR] [--settings base,k8,...] [--smoke]``.
 Per setting and seed: draw the task, train the proxy on the whole pool while sweeping it at T
-checkpoints (`train_arms` with ``record``, equal to `record_trajectories`), select every arm's
-subset (same budget), fine-tune the target on each (same steps), score on the held-out sets.
+checkpoints (`record_trajectories`: `jaxlaw.training.train` with an inline sweep), select every
+arm's subset (same budget), fine-tune the target on each (same steps, one `train` call per arm),
+score on the held-out sets.
 Writes DIR/summary.json (one entry per setting, metric and arm: mean, paired difference to
 random with its 95 % t-interval, purity, per-source allocation, the pilot's numbers) and
 DIR/seeds.json (every seed's raw numbers).
@@ -21,6 +22,7 @@ import jax.random as jr
 import numpy as np
 from flax import nnx
 
+from jaxlaw.data_selection.s2l import record_trajectories
 from jaxlaw.models import ModelConfig, init_model
 from jaxlaw.training import TrainConfig, evaluate
 
@@ -42,9 +44,10 @@ def skill_seed(s, seed: int, cache: dict) -> dict:
         proxy = toys.SkillMLP(g, s.toy.vocab, p.embed, p.hidden, rngs=nnx.Rngs(seed))
         spe = s.toy.n_pool // p.batch  # checkpoint every half epoch, as the pilot
         cfg = adam(p.epochs * spe, p.batch, p.lr, seed)
-        run = toys.train_arms(proxy, [toy.pool], cfg, record=toy.pool, checkpoints=2 * p.epochs)
-        trained = toys.arm_model(proxy, run.states, 0)
-        cache[pkey] = (run.trajectories[0], toys.prompt_embeddings(trained, toy.pool))
+        rec = record_trajectories(
+            proxy, toy.pool, cfg, checkpoints=2 * p.epochs, batch_size=2048, progress=False
+        )
+        cache[pkey] = (rec.trajectories, toys.prompt_embeddings(proxy, toy.pool))
     traj, emb = cache[pkey]
     sels = toys.select_arms(
         s.arms,
@@ -95,9 +98,11 @@ def text_seed(t, seed: int, root, cache: dict) -> dict:
     proxy = decoder(t.proxy_hidden, t.proxy_layers, jr.fold_in(jr.key(seed), 2))
     steps = t.proxy_epochs * t.mix.n_pool // t.batch
     cfg = adam(steps, t.batch, t.lr, seed, warmup_steps=max(1, steps // 33), end_lr_ratio=0.0)
-    run = toys.train_arms(proxy, [mix.pool], cfg, record=mix.pool, checkpoints=t.checkpoints)
-    traj = run.trajectories[0]
-    emb = toys.prompt_embeddings(toys.arm_model(proxy, run.states, 0), mix.pool)
+    rec = record_trajectories(
+        proxy, mix.pool, cfg, checkpoints=t.checkpoints, batch_size=2048, progress=False
+    )
+    traj = rec.trajectories
+    emb = toys.prompt_embeddings(proxy, mix.pool)
     sels = toys.select_arms(
         t.arms, traj, t.budget, key=jr.fold_in(jr.key(seed), 1), k=t.k, embeddings=emb
     )

@@ -1,5 +1,5 @@
-"""Toy tasks for validating S2L end to end (spec §3.2-3.3), and a fast path that trains several
-equal-shaped runs at once.
+"""Toy tasks for validating S2L end to end (spec §3.2-3.3), the arms of the validation and their
+statistics.
 
 Entry points:
 
@@ -13,15 +13,9 @@ Entry points:
   `jaxlaw.training.example_losses` gives exactly the pilot's per-example mean cross-entropy.
 - `make_text_mixture`: the real-text variant (byte level): GSM8K answers, tinyshakespeare
   line -> next line and synthetic arithmetic, mixed 80/15/5 %, with a balanced held-out test set.
-- `train_arms`: trains one model from the same initial state on one or several datasets of
-  equal shape in one compiled program (the library's jitted train step in a ``fori_loop`` over
-  steps, runs one after another), with exactly the batches, steps and optimizer of
-  `jaxlaw.training.train` (the tests check the equality), and optionally sweeps a pool at
-  checkpoint steps like `record_trajectories`. Why it exists: `train` is a Python loop whose
-  per-step host work (the epoch permutation is redrawn and fetched every step) cost 5-10 ms
-  per step on this 2-core CPU against ~1 ms of compute for these toy models, and the S2L
-  experiment runs a few hundred such fine-tunes. `score_arms` / `summarize_arms` train and
-  score every arm of a selection and summarise arms over seeds (paired differences).
+- `score_arms` / `summarize_arms`: fine-tune the target on every arm's subset (one
+  `jaxlaw.training.train` call per arm) and score it; summarise arms over seeds (paired
+  differences).
 - `example_accuracy`, `prompt_embeddings`: per-example token accuracy and mean input embedding
   (the features of the embedding k-means baseline).
 """
@@ -42,15 +36,8 @@ from jaxtyping import Float, Int
 
 from jaxlaw._types import Array, Bool, Key
 from jaxlaw.data import TokenizedSet, take, tokenize_examples, train_tokenizer
-from jaxlaw.data_selection.s2l._trajectories import (
-    Trajectories,
-    _stack,
-    checkpoint_steps,
-    stacked_losses,
-)
-from jaxlaw.lora import split_lora
-from jaxlaw.training import Batch, TrainConfig, make_optimizer, make_train_step
-from jaxlaw.training._optim import compile_key
+from jaxlaw.data_selection.s2l import Trajectories
+from jaxlaw.training import Batch, TrainConfig, train
 
 # ---------------------------------------------------------------------------------------------
 # The multi-skill token toy (spec §3.2, s2l_pilot.py).
@@ -479,174 +466,6 @@ def source_means(
 
 
 # ---------------------------------------------------------------------------------------------
-# The fast path: several equal-shaped runs at once, batch for batch like `train`.
-
-
-class ArmsRun(NamedTuple):
-    """What `train_arms` returns.
-
-    Attributes:
-        states: the trained trainable state of every run, leaves ``[runs, ...]``.
-        loss: mean training loss (nats/token) of every step and run, ``[steps, runs]``.
-        trajectories: with ``record``: one `Trajectories` per run over the recorded pool;
-            else None.
-    """
-
-    states: Any
-    loss: Float[np.ndarray, "steps runs"]
-    trajectories: list[Trajectories] | None
-
-
-def _epoch_order(n: int, batch_size: int, steps: int, data_key) -> np.ndarray:
-    """``[steps, batch]`` example indices, equal to `jaxlaw.training.batch_indices` at every step
-    (one permutation per epoch, drawn once here instead of once per step)."""
-    n_epochs = -(-(steps * batch_size) // n)
-    epochs = jnp.arange(n_epochs, dtype=jnp.uint32)
-    perms = jax.vmap(lambda e: jr.permutation(jr.fold_in(data_key, e), n))(epochs)
-    return np.asarray(perms).reshape(-1)[: steps * batch_size].reshape(steps, batch_size)
-
-
-_SEGMENTS: dict = {}
-
-
-def _segment_fn(graphdef, config: TrainConfig):
-    """Jitted ``(states, opts, frozen, data, order, loss, lo, hi, key) -> (states, opts, loss)``:
-    steps ``lo .. hi - 1`` of the library train step for every run; ``loss[step, run]`` is
-    filled in. ``lo``/``hi`` are traced (a ``fori_loop``), so segments of any length share
-    one compilation."""
-    cache_key = (graphdef, compile_key(config), config.accum_steps)
-    if cache_key in _SEGMENTS:
-        return _SEGMENTS[cache_key]
-    step_fn = make_train_step(graphdef, make_optimizer(config))
-
-    def one_run(st, opt, data, order, lo, hi, dropout_key, frozen):
-        tokens, attention, loss_mask = data  # each (examples, seq)
-
-        def rows(a, idx):
-            return a[idx].reshape(config.accum_steps, -1, a.shape[-1])
-
-        def body(s, carry):
-            st, opt, loss = carry
-            idx = order[s]
-            batch = Batch(rows(tokens, idx), rows(attention, idx), rows(loss_mask, idx))
-            key = jr.fold_in(dropout_key, s.astype(jnp.uint32))
-            st, opt, metrics = step_fn(st, opt, frozen, batch, key)
-            return st, opt, loss.at[s].set(metrics.loss)
-
-        loss = jnp.zeros(order.shape[0], jnp.float32)
-        return jax.lax.fori_loop(lo, hi, body, (st, opt, loss))
-
-    def segment(states, opt_states, frozen, data, order, loss, lo, hi, dropout_key):
-        # Runs one after another inside one program (lax.map): on CPU a vmap over runs turns
-        # the matmuls into batched ones that ran no faster per run (measured).
-        states, opt_states, new = jax.lax.map(
-            lambda a: one_run(*a, order, lo, hi, dropout_key, frozen),
-            (states, opt_states, data),
-        )
-        keep = (jnp.arange(loss.shape[0]) >= lo) & (jnp.arange(loss.shape[0]) < hi)
-        return states, opt_states, jnp.where(keep[:, None], new.T, loss)
-
-    _SEGMENTS[cache_key] = jax.jit(segment)
-    return _SEGMENTS[cache_key]
-
-
-def train_arms(
-    model: nnx.Module,
-    datasets: Sequence[TokenizedSet],
-    config: TrainConfig,
-    *,
-    trainable=nnx.Param,
-    record: TokenizedSet | None = None,
-    checkpoints: int | Any = 12,
-    record_batch: int = 2048,
-) -> ArmsRun:
-    """Train copies of ``model`` on each dataset at once, exactly as `jaxlaw.training.train`.
-
-    Every run starts from ``model``'s current state and uses ``config`` (same seed: each run
-    reads the same batch *positions* of its own dataset, like a `train` call per dataset). The
-    library's jitted train step runs in a ``fori_loop`` (runs one after another, ``lax.map``),
-    in segments that end at the record steps; segments of any length share one compilation.
-    Results equal separate `train` calls (tests: 1e-5; bitwise on this CPU). ``model`` itself
-    is not modified.
-
-    Args:
-        model: the initial model (all runs start from it).
-        datasets: R datasets with equal shapes ``[examples, seq]`` (e.g. subsets of one pool
-            of equal budget, as S2L's arms).
-        config: optimisation (``steps``, ``batch_size``, ``seed`` ...); no checkpoints, no logs.
-        trainable: NNX filter of what trains.
-        record: a pool to sweep at the checkpoint steps (as `record_trajectories`), or None.
-        checkpoints: T evenly spaced steps or explicit steps (see `checkpoint_steps`).
-        record_batch: sweep batch size.
-
-    Returns:
-        `ArmsRun`.
-
-    Raises:
-        ValueError: no datasets, unequal shapes, or an empty dataset.
-    """
-    if not datasets:
-        raise ValueError("no datasets to train on")
-    shape = datasets[0].tokens.shape
-    for i, d in enumerate(datasets):
-        if d.tokens.shape != shape:
-            raise ValueError(
-                f"dataset {i} has shape {d.tokens.shape}, dataset 0 has {shape}: runs trained "
-                "at once need equal shapes (equal budgets and sequence length)"
-            )
-        if not np.any(d.loss_mask[:, 1:]):
-            raise ValueError(f"dataset {i} has no target tokens")
-    if shape[0] == 0:
-        raise ValueError("cannot train on empty datasets")
-    graphdef, params, frozen = split_lora(model, trainable)
-    runs = len(datasets)
-    tx = make_optimizer(config)
-    opt = tx.init(params)
-    states = jax.tree.map(lambda x: jnp.broadcast_to(x, (runs, *x.shape)), params)
-    opts = jax.tree.map(lambda x: jnp.broadcast_to(x, (runs, *jnp.shape(x))), opt)
-    # The keys of `train`: data order from the first half of the seed's key, dropout the second.
-    data_key, dropout_key = jr.split(jr.key(config.seed))
-    order = _epoch_order(shape[0], config.batch_size, config.steps, data_key)
-    data = tuple(
-        jnp.asarray(np.stack([getattr(d, f) for d in datasets]))
-        for f in ("tokens", "attention_mask", "loss_mask")
-    )
-    segment = _segment_fn(graphdef, config)
-    marks = [] if record is None else [int(s) for s in checkpoint_steps(config.steps, checkpoints)]
-    sweeps = []
-
-    def sweep(st) -> None:
-        out = stacked_losses(model, st, record, trainable=trainable, batch_size=record_batch)
-        sweeps.append(out)
-
-    if marks and marks[0] == 0:
-        sweep(states)
-    start = 0
-    order = jnp.asarray(order)
-    loss = jnp.zeros((config.steps, runs), jnp.float32)
-    for end in sorted(set([m for m in marks if m > 0] + [config.steps])):
-        bounds = jnp.asarray(start, jnp.int32), jnp.asarray(end, jnp.int32)
-        states, opts, loss = segment(states, opts, frozen, data, order, loss, *bounds, dropout_key)
-        if end in marks:
-            sweep(states)
-        start = end
-    trajectories = None
-    if record is not None:
-        trajectories = [
-            _stack([type(o)(o.total[r], o.count[r]) for o in sweeps], record, marks)
-            for r in range(runs)
-        ]
-    return ArmsRun(states, np.asarray(loss), trajectories)
-
-
-def arm_model(model: nnx.Module, states: Any, run: int, *, trainable=nnx.Param) -> nnx.Module:
-    """A new model holding run ``run``'s trained state from `ArmsRun.states` (``model`` gives
-    the graph and the frozen variables; it is not modified)."""
-    graphdef, _, frozen = split_lora(model, trainable)
-    return nnx.merge(graphdef, jax.tree.map(lambda x: x[run], states), frozen)
-
-
-# ---------------------------------------------------------------------------------------------
 # The arms of the validation, and paired statistics over seeds.
 
 ARMS = ("random", "s2l", "s2l_final", "embed_kmeans", "stratified", "s2l_stratified")
@@ -813,7 +632,8 @@ def score_arms(
     cache: dict | None = None,
     tag: Any = None,
 ) -> dict[str, dict]:
-    """Fine-tune ``model`` on every arm's subset (same steps for all, `train_arms`) and score it.
+    """Fine-tune ``model`` on every arm's subset (same steps for all, `jaxlaw.training.train`)
+    and score it.
 
     Args:
         model: the target's initial state (every arm starts from it; not modified).
@@ -836,10 +656,10 @@ def score_arms(
     keys = {a: (tag, np.asarray(s.indices).tobytes()) for a, s in selections.items()}
     for a in selections:
         if keys[a] not in cache:
-            # One run per call: the compiled program is then the same whatever the number of
-            # arms left to train (several runs per call were not faster on CPU, measured).
-            run = train_arms(model, [take(pool, selections[a].indices)], config)
-            cache[keys[a]] = score(arm_model(model, run.states, 0))
+            trained = nnx.clone(model)
+            subset = take(pool, selections[a].indices)
+            train(trained, subset, config, trainable=nnx.Param, progress=False)
+            cache[keys[a]] = score(trained)
     out = {}
     for a, sel in selections.items():
         alloc = np.bincount(pool.source_id[sel.indices], minlength=len(pool.sources))

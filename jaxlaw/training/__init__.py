@@ -3,8 +3,10 @@
 One loss (`example_losses`: summed NLL and target-token count per example) serves training,
 evaluation, S2L loss trajectories and GradEx gradients. `make_train_step` is a pure function of
 ``(trainable, opt_state, frozen, batch, key)`` built from `jaxlaw.lora.split_lora`'s graphdef;
-`train` is the host loop around it (data order by key, progress bar, JSONL metrics, orbax
-checkpoints with exact resume, data parallelism on a mesh)::
+`train` is the one training loop around it (data order drawn on the host per epoch, multi-step
+segments compiled once per shape, progress bar, JSONL metrics, orbax checkpoints with exact
+resume, data parallelism on a mesh); `train_stack` runs many `train` calls at once, one per row
+subset of a pool, vmapped (S2L arms, GradEx's ground-truth fine-tunes)::
 
     apply_lora(model, LoraConfig(rank=8), rngs=nnx.Rngs(0))
     result = train(model, train_set, TrainConfig(steps=200, lr=1e-3), checkpoint_dir="ckpt/")
@@ -13,12 +15,14 @@ checkpoints with exact resume, data parallelism on a mesh)::
 """
 
 from ._config import TrainConfig as TrainConfig
+from ._loop import StackResult as StackResult
 from ._loop import TrainResult as TrainResult
 from ._loop import batch_indices as batch_indices
 from ._loop import evaluate as evaluate
 from ._loop import host_batch as host_batch
 from ._loop import mean_loss as mean_loss
 from ._loop import train as train
+from ._loop import train_stack as train_stack
 from ._loss import Batch as Batch
 from ._loss import ExampleLoss as ExampleLoss
 from ._loss import example_losses as example_losses

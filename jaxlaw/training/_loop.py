@@ -1,12 +1,14 @@
-"""The Python driver around the pure steps: data order, progress, logs, checkpoints, resume."""
+"""The one training loop around the pure step: `train` (data order, staged multi-step segments,
+progress, logs, checkpoints, resume) and `train_stack` (many `train` runs at once, vmapped)."""
 
+import collections
 import dataclasses
 import functools
 import json
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,13 +19,14 @@ from jax.sharding import Mesh
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .._types import Array, ArrayLike, Bool, Key
 from ..checkpoint import TrainCheckpointer
 from ..lora import split_lora
 from ._config import TrainConfig
 from ._loss import Batch, ExampleLoss
-from ._optim import compile_key, learning_rate, make_optimizer
+from ._optim import compile_key, learning_rate, make_optimizer, schedule_numbers, with_schedule
 from ._sharding import replicate, shard_batch
-from ._step import make_eval_step, make_train_step
+from ._step import make_eval_step, train_step_fn
 
 
 class TrainResult(NamedTuple):
@@ -34,12 +37,79 @@ class TrainResult(NamedTuple):
         resumed_from: the checkpoint step this call started from (None: from scratch).
         history: one dict per logged step (step, loss, lr, grad_norm, tokens_per_s, ...).
         seconds: wall time of this call.
+        losses: the training loss (nats/token) of every step this call ran, ``[steps]``.
     """
 
     step: int
     resumed_from: int | None
     history: list[dict]
     seconds: float
+    losses: np.ndarray
+
+
+# Steps staged and run per dispatch: a fixed shape, so one compilation serves runs of any
+# length, and the host's per-step work (gathering rows, dispatching) is paid once per segment.
+SEGMENT = 16
+# Segments dispatched ahead of the host: the device never waits for the host's bookkeeping, and
+# at most this many staged segments sit in memory.
+_IN_FLIGHT = 2
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _sort_bits(key, epoch, rounds: int, length: int):
+    """The uint32 sort keys ``[rounds, length]`` that ``jr.permutation(fold_in(key, epoch), n)``
+    draws (one round per sort, as jax's ``_shuffle``). Threefry is partitionable, so the first
+    n of ``length`` equal those drawn for shape (n,): one compilation per power-of-two bucket
+    instead of one per n (GradEx's subsets have many sizes)."""
+    k = jr.fold_in(key, epoch)
+    out = []
+    for _ in range(rounds):
+        k, sub = jr.split(k)
+        out.append(jr.bits(sub, (length,), jnp.uint32))
+    return jnp.stack(out) if out else jnp.zeros((0, length), jnp.uint32)  # n = 1: no sort
+
+
+class _Order:
+    """The example order of one run, on the host: epoch ``e`` is
+    ``jr.permutation(jr.fold_in(key, e), n)`` (jax's shuffle by sorting random bits, the sorts
+    done by numpy), drawn once per epoch; the next epoch's bits are drawn ahead, so fetching
+    them does not stall the device queue."""
+
+    def __init__(self, n: int, batch_size: int, key):
+        self.n, self.batch_size, self.key = n, batch_size, key
+        self.rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+        # Without partitionable threefry the bits of a longer draw are not a prefix-extension.
+        bucket = 1 << max(n - 1, 1).bit_length()
+        self.length = bucket if jax.config.jax_threefry_partitionable else n
+        self._epochs: dict[int, Any] = {}
+
+    def _draw(self, e: int):
+        if e not in self._epochs:
+            epoch = jax.device_put(np.uint32(e))
+            self._epochs[e] = _sort_bits(self.key, epoch, self.rounds, self.length)
+        return self._epochs[e]
+
+    def _perm(self, e: int) -> np.ndarray:
+        got = self._draw(e)
+        if not isinstance(got, np.ndarray):
+            bits = np.asarray(jax.device_get(got))[:, : self.n]
+            got = np.arange(self.n)
+            for r in range(self.rounds):  # lax.sort_key_val is stable, as numpy's "stable"
+                got = got[np.argsort(bits[r], kind="stable")]
+            self._epochs[e] = got
+        return got
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Example indices of steps ``start .. stop - 1``, ``[steps, batch_size]``."""
+        pos = np.arange(start * self.batch_size, stop * self.batch_size)
+        epochs, offsets = np.divmod(pos, self.n)
+        out = np.empty(pos.shape, np.int64)
+        for e in range(int(epochs[0]), int(epochs[-1]) + 1):
+            self._draw(e + 1)
+            out[epochs == e] = self._perm(e)[offsets[epochs == e]]
+        for e in [e for e in self._epochs if e < epochs[-1]]:
+            del self._epochs[e]
+        return out.reshape(stop - start, self.batch_size)
 
 
 def batch_indices(n_examples: int, batch_size: int, step: int, *, key) -> np.ndarray:
@@ -47,18 +117,9 @@ def batch_indices(n_examples: int, batch_size: int, step: int, *, key) -> np.nda
 
     Epoch ``e`` uses ``jr.permutation(jr.fold_in(key, e), n_examples)``, so the order is a pure
     function of (key, step): a resumed run reads exactly the batches the killed one would have.
+    `train` reads the same order (drawn once per epoch on the host).
     """
-    pos = step * batch_size + np.arange(batch_size)
-    epochs, offsets = np.divmod(pos, n_examples)
-    out = np.empty(batch_size, np.int64)
-    for e in np.unique(epochs):
-        perm = jax.device_get(jr.permutation(_fold_in(key, int(e)), n_examples))
-        out[epochs == e] = perm[offsets[epochs == e]]
-    return out
-
-
-def _fold_in(key, i: int):
-    return jr.fold_in(key, jax.device_put(np.uint32(i)))
+    return _Order(n_examples, batch_size, key).rows(step, step + 1)[0]
 
 
 def host_batch(data, idx: np.ndarray, accum_steps: int = 1) -> Batch:
@@ -70,21 +131,70 @@ def host_batch(data, idx: np.ndarray, accum_steps: int = 1) -> Batch:
     return Batch(*parts)
 
 
-_TRAIN_STEPS: dict = {}
+def _stage(data, idx: np.ndarray, accum_steps: int) -> Batch:
+    """Rows ``idx`` (``[..., steps, batch]``, padded to `SEGMENT` steps with row 0) as a numpy
+    `Batch` ``[..., SEGMENT, accum, micro, seq]``."""
+    steps = idx.shape[-2]
+    if steps < SEGMENT:
+        pad = np.zeros((*idx.shape[:-2], SEGMENT - steps, idx.shape[-1]), idx.dtype)
+        idx = np.concatenate([idx, pad], axis=-2)
+    parts = (data.tokens[idx], data.attention_mask[idx], data.loss_mask[idx])
+    return Batch(*(p.reshape(*idx.shape[:-1], accum_steps, -1, p.shape[-1]) for p in parts))
 
 
-def _train_step(graphdef, config: TrainConfig):
-    # Keyed on the compile-relevant fields only: the schedule's numbers live in the optimizer
-    # state, so runs of other lengths or rates reuse the compiled step.
-    key = (graphdef, compile_key(config))
-    if key not in _TRAIN_STEPS:
-        _TRAIN_STEPS[key] = make_train_step(graphdef, make_optimizer(config))
-    return _TRAIN_STEPS[key]
+class _SegmentMetrics(NamedTuple):
+    loss: Array  # (SEGMENT,), entries past the segment's length are 0
+    grad_norm: Array
+    tokens: Array
+
+
+@functools.lru_cache(maxsize=16)
+def _segment(graphdef, key: TrainConfig, stacked: bool = False):
+    """Jitted ``(params, opt_state, frozen, batches, dropout_key, start, length) -> (params,
+    opt_state, _SegmentMetrics)``: steps ``start .. start + length - 1`` of the library's train
+    step on ``batches`` ``[SEGMENT, accum, micro, seq]`` (a ``fori_loop``: one compilation for
+    any length), step s's dropout key ``fold_in(dropout_key, s)``. ``stacked``: vmapped over a
+    leading axis of params, opt_state, batches and dropout_key. Keyed by `compile_key` (bounded:
+    at most 16 graphs x optimizers x modes stay compiled)."""
+    step = train_step_fn(graphdef, make_optimizer(key))
+
+    def segment(params, opt_state, frozen, batches: Batch, dropout_key, start, length):
+        def body(i, carry):
+            p, o, m = carry
+            b = jax.tree.map(lambda x: x[i], batches)
+            k = jr.fold_in(dropout_key, (start + i).astype(jnp.uint32))
+            p, o, out = step(p, o, frozen, b, k)
+            m = _SegmentMetrics(*(a.at[i].set(v.astype(a.dtype)) for a, v in zip(m, out[:3])))
+            return p, o, m
+
+        zeros = _SegmentMetrics(*[jnp.zeros(SEGMENT, jnp.float32)] * 3)
+        return jax.lax.fori_loop(0, length, body, (params, opt_state, zeros))
+
+    if stacked:
+        segment = jax.vmap(segment, in_axes=(0, 0, None, 0, 0, None, None))
+    return jax.jit(segment, donate_argnums=(0, 1))
+
+
+def _train_segment(graphdef, config: TrainConfig, stacked: bool = False):
+    return _segment(graphdef, compile_key(config), stacked)
 
 
 @functools.lru_cache(maxsize=32)
 def _eval_step(graphdef):
     return make_eval_step(graphdef)
+
+
+def _bounds(start: int, end: int, stops: Collection[int]) -> list[tuple[int, int]]:
+    """Segments ``(lo, hi)`` covering ``start .. end``, at most `SEGMENT` steps, cut at ``stops``
+    (steps after which the host needs the state: logs, callbacks, checkpoints)."""
+    cuts = sorted({s for s in stops if start < s < end} | {end})
+    out, lo = [], start
+    for c in cuts:
+        while lo < c:
+            hi = min(c, lo + SEGMENT)
+            out.append((lo, hi))
+            lo = hi
+    return out
 
 
 def _progress(enabled: bool) -> Progress:
@@ -108,6 +218,7 @@ def train(
     config: TrainConfig,
     *,
     trainable=nnx.LoRAParam,
+    key: Key | None = None,
     checkpoint_dir: str | Path | None = None,
     log_path: str | Path | None = None,
     mesh: Mesh | None = None,
@@ -126,17 +237,26 @@ def train(
     checkpoint there is resumed: the remaining steps see the same batches and dropout keys, so
     the result equals an uninterrupted run.
 
+    How it runs: the data order (`batch_indices`) is drawn on the host once per epoch; the
+    batches of up to `SEGMENT` steps are gathered on the host and staged on the device at once;
+    one compiled program (per model graph, optimizer and batch shape, kept in a bounded cache)
+    runs those steps in a ``fori_loop``. Segments end at log, callback and checkpoint steps.
+    Metrics are fetched one segment behind the dispatch, so the host never waits for a step
+    except at callbacks, checkpoints and the end.
+
     Args:
         model: an NNX decoder; updated in place.
         data: a `jaxlaw.data.TokenizedSet` (host arrays).
         config: optimisation settings.
         trainable: NNX filter of what trains.
+        key: the run's PRNG key (None: ``jr.key(config.seed)``); its two halves draw the data
+            order and the dropout masks.
         checkpoint_dir: where to save/resume (None: no checkpoints).
         log_path: JSONL file that gets one metrics record per ``config.log_every`` steps.
         mesh: a `data_mesh` to run data-parallel (None: default device).
         stop_at_step: end this call after that many total steps (a time-sliced job, or a test
             of preemption); the next call with the same checkpoint_dir goes on.
-        progress: show a progress bar with loss and tokens/s.
+        progress: show a progress bar with loss and tokens/s (updated once per segment).
         description: label of the progress bar.
         on_step: called as ``on_step(step, model)`` after optimizer step ``step`` (1-based: the
             number of updates done), with ``model`` holding the trainable state of that moment
@@ -165,13 +285,9 @@ def train(
     # The step donates its inputs. `nnx.clone` and `split_lora` share (immutable) arrays between
     # models, so donating the model's own buffers would delete them in every clone (e.g. the
     # meta-trained LoRA that GradEx fine-tunes copies of): train on private copies instead.
-    params = jax.tree.map(jnp.copy, params)
-    tx = make_optimizer(config)
-    step_fn = _train_step(graphdef, config)
-    # Built inside jit so that no Python scalar crosses to the device implicitly (the training
-    # tests run under jax.transfer_guard("disallow")).
-    opt_state, key = jax.jit(lambda p: (tx.init(p), jr.key(config.seed)))(params)
+    params, opt_state, key = _init_state(params, config, key)
     data_key, dropout_key = jr.split(key)
+    key_meta = jax.device_get(jr.key_data(key)).tolist()
     start = 0
     ckpt = None
     if checkpoint_dir is not None:
@@ -180,71 +296,243 @@ def train(
         if restored is not None:
             params, opt_state = restored.state
             start = int(restored.meta["step"])
-            _check_resume(restored.meta, config, jax.device_get(jr.key_data(key)).tolist())
+            _check_resume(restored.meta, config, key_meta)
     resumed_from = start if start else None
     params, opt_state, frozen = replicate((params, opt_state, frozen), mesh)
     end = config.steps if stop_at_step is None else min(stop_at_step, config.steps)
+    every = config.log_every
+    calls = set(range(start + 1, end + 1)) if on_step_at is None else set(on_step_at)
+    calls = calls if on_step is not None else set()
+    every_ckpt = config.checkpoint_every
+    saves = set(range(every_ckpt, end, every_ckpt)) | {end} if every_ckpt else {end}
+    saves = saves if ckpt is not None else set()
+    logs = set(range(every, end, every)) | {end}
+    segment = _train_segment(graphdef, config)
+    order = _Order(n, config.batch_size, data_key)
     history: list[dict] = []
+    losses = np.zeros(max(end - start, 0), np.float32)
     log = open(log_path, "a") if log_path is not None else None
-    tokens_since, t_since = 0.0, time.perf_counter()
+    clock = dict(tokens=0.0, since=time.perf_counter())
+    pending: collections.deque = collections.deque()
+
+    def finish(bar, task) -> None:
+        """Fetch the oldest dispatched segment's metrics; log and advance the bar."""
+        lo, hi, metrics, tokens = pending.popleft()
+        m = jax.device_get(metrics)
+        losses[lo - start : hi - start] = m.loss[: hi - lo]
+        clock["tokens"] += tokens
+        if hi in logs:
+            now = time.perf_counter()
+            record = {
+                "step": hi,
+                "loss": float(m.loss[hi - lo - 1]),
+                "grad_norm": float(m.grad_norm[hi - lo - 1]),
+                "lr": learning_rate(config, hi - 1),
+                "target_tokens": float(m.tokens[hi - lo - 1]),
+                "tokens_per_s": clock["tokens"] / max(now - clock["since"], 1e-9),
+                "samples_seen": hi * config.batch_size,
+                "seconds": now - t0,
+            }
+            clock.update(tokens=0.0, since=now)
+            history.append(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            tps = f"{record['tokens_per_s']:,.0f}"
+            bar.update(task, completed=hi, loss=f"{record['loss']:.4f}", tps=tps)
+        else:
+            bar.update(task, completed=hi)
+
     try:
         with _progress(progress) as bar:
             task = bar.add_task(description, total=config.steps, completed=start, loss="-", tps="-")
-            for step in range(start, end):
-                idx = batch_indices(n, config.batch_size, step, key=data_key)
-                batch = shard_batch(host_batch(data, idx, config.accum_steps), mesh)
-                tokens_since += float(np.sum(data.attention_mask[idx]))
-                step_key = _fold_in(dropout_key, step)
-                params, opt_state, metrics = step_fn(params, opt_state, frozen, batch, step_key)
-                done = step + 1
-                if done % config.log_every == 0 or done == end:
-                    m = jax.device_get((metrics.loss, metrics.grad_norm, metrics.tokens))
-                    loss, grad_norm, tokens = (float(v) for v in m)
-                    now = time.perf_counter()
-                    record = {
-                        "step": done,
-                        "loss": loss,
-                        "grad_norm": grad_norm,
-                        "lr": learning_rate(config, step),
-                        "target_tokens": tokens,
-                        "tokens_per_s": tokens_since / max(now - t_since, 1e-9),
-                        "samples_seen": done * config.batch_size,
-                        "seconds": now - t0,
-                    }
-                    tokens_since, t_since = 0.0, now
-                    history.append(record)
-                    if log is not None:
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                    bar.update(
-                        task,
-                        completed=done,
-                        loss=f"{loss:.4f}",
-                        tps=f"{record['tokens_per_s']:,.0f}",
-                    )
-                else:
-                    bar.update(task, completed=done)
-                if on_step is not None and (on_step_at is None or done in on_step_at):
+            for lo, hi in _bounds(start, end, calls | saves | logs):
+                idx = order.rows(lo, hi)
+                staged = _stage(data, idx, config.accum_steps)
+                batches = shard_batch(staged, mesh)
+                span = jax.device_put((np.uint32(lo), np.int32(hi - lo)))
+                params, opt_state, metrics = segment(
+                    params, opt_state, frozen, batches, dropout_key, *span
+                )
+                tokens = float(np.sum(data.attention_mask[idx]))
+                pending.append((lo, hi, metrics, tokens))
+                host_needs_state = hi in calls or hi in saves
+                while pending and (len(pending) >= _IN_FLIGHT or host_needs_state):
+                    finish(bar, task)
+                if hi in calls:
                     t_cb = time.perf_counter()
                     nnx.update(model, params)
-                    on_step(done, model)
-                    t_since += time.perf_counter() - t_cb  # keep tokens/s a training figure
-                if ckpt is not None and (
-                    done == end or (config.checkpoint_every and done % config.checkpoint_every == 0)
-                ):
+                    on_step(hi, model)
+                    clock["since"] += time.perf_counter() - t_cb  # keep tokens/s a training figure
+                if hi in saves:
                     meta = {
-                        "samples_seen": done * config.batch_size,
-                        "key": jax.device_get(jr.key_data(key)).tolist(),
+                        "samples_seen": hi * config.batch_size,
+                        "key": key_meta,
                         "config": dataclasses.asdict(config),
                     }
-                    ckpt.save(done, (params, opt_state), meta)
+                    ckpt.save(hi, (params, opt_state), meta)
+            while pending:
+                finish(bar, task)
     finally:
         if log is not None:
             log.close()
         if ckpt is not None:
             ckpt.close()
     nnx.update(model, params)
-    return TrainResult(end, resumed_from, history, time.perf_counter() - t0)
+    return TrainResult(end, resumed_from, history, time.perf_counter() - t0, losses)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(key: TrainConfig):
+    """Jitted ``(params, schedule numbers, seed) -> (params copy, opt_state, jr.key(seed))``,
+    one per `compile_key`. Inside jit so that no Python scalar crosses to the device implicitly
+    (the training tests run under ``jax.transfer_guard("disallow")``); the copies make the
+    buffers the step donates private to the run."""
+    tx = make_optimizer(key)
+
+    def init(params, numbers, seed):
+        opt_state = with_schedule(tx.init(params), numbers)
+        return jax.tree.map(jnp.copy, params), opt_state, jr.key(seed)
+
+    return jax.jit(init)
+
+
+def _init_state(params, config: TrainConfig, key):
+    args = jax.device_put((schedule_numbers(config), np.uint32(config.seed)))
+    params, opt_state, seed_key = _init_fn(compile_key(config))(params, *args)
+    return params, opt_state, seed_key if key is None else key
+
+
+class StackResult(NamedTuple):
+    """Result of `train_stack`.
+
+    Attributes:
+        states: the trained trainable states stacked on a leading ``members`` axis (an
+            `nnx.State` shaped like ``split_lora(model, trainable)[1]`` with one more axis).
+        losses: the training loss (nats/token) of every member and step, ``[members, steps]``.
+        seconds: wall time (compilation included).
+    """
+
+    states: Any
+    losses: np.ndarray
+    seconds: float
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _broadcast(tree, copies: int):
+    # A jit output is a fresh buffer: the segment may donate it.
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (copies, *jnp.shape(x))), tree)
+
+
+@jax.jit
+def _member_keys(keys, ids):
+    """``(data keys, dropout keys)`` of members ``ids``, each the halves of ``jr.split``."""
+    halves = jax.vmap(jr.split)(keys[ids])
+    return halves[:, 0], halves[:, 1]
+
+
+def train_stack(
+    model: nnx.Module,
+    data,
+    masks: Bool[ArrayLike, "subsets examples"],
+    config: TrainConfig,
+    *,
+    keys: Array | None = None,
+    trainable=nnx.LoRAParam,
+    chunk: int = 2,
+    progress: bool = True,
+    description: str = "train_stack",
+) -> StackResult:
+    """Train copies of ``model``, member j on the rows ``masks[j]`` of ``data``, many at once.
+
+    Member j's run is `train` of a copy of ``model`` on ``take(data, flatnonzero(masks[j]))``
+    with ``config`` (and ``key=keys[j]``): the same data order, dropout keys, optimizer and
+    steps, run by the same compiled segment vmapped over ``chunk`` members (equal to separate
+    `train` calls up to float32 reassociation under vmap). Members are trained ``chunk`` at a
+    time; the last chunk is padded, so any number of members compiles once per chunk.
+    ``model`` is not modified.
+
+    Args:
+        model: the starting point of every member.
+        data: the pool, a `jaxlaw.data.TokenizedSet` (host arrays).
+        masks: ``[members, examples]`` bool, the rows each member trains on.
+        config: optimisation settings of every member (no checkpoints, no logs).
+        keys: ``[members]`` typed PRNG keys, member j's in place of `train`'s
+            ``jr.key(config.seed)`` (None: that key for every member).
+        trainable: NNX filter of what trains.
+        chunk: members trained at once (memory grows with it).
+        progress: progress bar over member-steps (stderr).
+        description: label of the progress bar.
+
+    Returns:
+        `StackResult`, members in the order of ``masks``.
+
+    Raises:
+        ValueError: ``masks`` does not fit ``data``, a member has no rows or no target tokens,
+            ``chunk`` is not a positive int, or nothing matches ``trainable``.
+    """
+    t0 = time.perf_counter()
+    masks = np.asarray(masks)
+    n = int(data.tokens.shape[0])
+    if masks.ndim != 2 or masks.shape[1] != n or masks.dtype != np.bool_ or not masks.shape[0]:
+        raise ValueError(f"masks must be bool [members >= 1, {n}], got {masks.dtype} {masks.shape}")
+    targets = np.any(np.asarray(data.loss_mask)[:, 1:], axis=1)
+    for j, m in enumerate(masks):
+        if not m.any():
+            raise ValueError(f"member {j} has no rows to train on")
+        if not targets[m].any():
+            raise ValueError(f"member {j}'s rows have no target tokens")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    graphdef, params, frozen = split_lora(model, trainable)
+    if not jax.tree.leaves(params):
+        raise ValueError(
+            "nothing to train: the model has no variables matching the trainable filter "
+            "(apply_lora first, or pass trainable=nnx.Param)"
+        )
+    params, opt_state, seed_key = _init_state(params, config, None)
+    members = masks.shape[0]
+    if keys is None:
+        keys = _broadcast(seed_key, members)
+    segment = _train_segment(graphdef, config, stacked=True)
+    steps, width = config.steps, min(chunk, members)
+    # Every member's whole order up front (pool rows, [members, steps, batch]): the epoch draws
+    # then never wait behind queued training.
+    data_keys, dropout_keys = _member_keys(keys, jax.device_put(np.arange(members, dtype=np.int32)))
+    order = np.stack(
+        [
+            np.flatnonzero(m)[_Order(int(m.sum()), config.batch_size, k).rows(0, steps)]
+            for m, k in zip(masks, _unstack(data_keys))
+        ]
+    )
+    losses = np.zeros((members, steps), np.float32)
+    parts = []
+    with _progress(progress) as bar:
+        task = bar.add_task(description, total=members * steps, loss="-", tps="-")
+        for first in range(0, members, width):
+            real = list(range(first, min(first + width, members)))
+            ids = np.asarray(real + real[:1] * (width - len(real)), np.int32)
+            chunk_keys = dropout_keys[jax.device_put(ids)]
+            p, o = _broadcast((params, opt_state), width)
+            metrics = []
+            for lo, hi in _bounds(0, steps, ()):
+                idx = order[ids, lo:hi]  # (width, hi - lo, batch)
+                batches = jax.device_put(_stage(data, idx, config.accum_steps))
+                span = jax.device_put((np.uint32(lo), np.int32(hi - lo)))
+                p, o, m = segment(p, o, frozen, batches, chunk_keys, *span)
+                metrics.append((lo, hi, m.loss))
+                bar.update(task, advance=len(real) * (hi - lo))
+            for lo, hi, loss in metrics:
+                got = jax.device_get(loss)  # (width, SEGMENT)
+                losses[first : first + len(real), lo:hi] = got[: len(real), : hi - lo]
+            parts.append(jax.tree.map(lambda x, k=len(real): x[:k], p))
+    stacked = parts[0] if len(parts) == 1 else jax.tree.map(lambda *x: jnp.concatenate(x), *parts)
+    jax.block_until_ready(stacked)
+    return StackResult(stacked, losses, time.perf_counter() - t0)
+
+
+def _unstack(keys) -> list:
+    return [keys[i] for i in range(keys.shape[0])]
 
 
 def _check_resume(meta: dict, config: TrainConfig, key: list) -> None:

@@ -5,8 +5,10 @@ The schedule's numbers (peak rate, warmup, total steps, final rate) live in the 
 learning rate (every cell of a `jaxlaw.sweep`) share one compiled train step.
 """
 
+import dataclasses
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -70,6 +72,26 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
+def schedule_numbers(config: TrainConfig) -> np.ndarray:
+    """``[peak, warmup, total, end]`` of ``config``'s schedule, float32 (`with_schedule`)."""
+    warmup = min(config.warmup_steps, max(config.steps - 1, 0))
+    return np.asarray(
+        [config.lr, warmup, config.steps, config.lr * config.end_lr_ratio], np.float32
+    )
+
+
+def with_schedule(opt_state, numbers):
+    """``opt_state`` with its schedule's numbers replaced by ``numbers`` (`schedule_numbers`),
+    so one compiled ``init`` serves runs of every length and rate."""
+
+    def put(s):
+        if isinstance(s, ScheduleState):
+            return s._replace(peak=numbers[0], warmup=numbers[1], total=numbers[2], end=numbers[3])
+        return s
+
+    return jax.tree.map(put, opt_state, is_leaf=lambda s: isinstance(s, ScheduleState))
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     """The learning rate ``make_optimizer(config)`` applies at ``step`` (0-based)."""
     warmup = min(config.warmup_steps, max(config.steps - 1, 0))
@@ -77,6 +99,28 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return float(warmup_cosine(float(step), config.lr, warmup, config.steps, end, xp=np))
 
 
-def compile_key(config: TrainConfig) -> tuple:
-    """The fields of ``config`` baked into a compiled train step (the rest are arrays)."""
-    return (config.b1, config.b2, config.weight_decay, config.clip_norm)
+# Fields that reach the optimizer only through its state (the schedule's numbers) or not at all
+# (the loop's own settings; batch shapes retrace by themselves).
+_NOT_COMPILED = dict(
+    steps=1,
+    batch_size=1,
+    accum_steps=1,
+    lr=1.0,
+    warmup_steps=0,
+    end_lr_ratio=1.0,
+    seed=0,
+    log_every=1,
+    checkpoint_every=0,
+    keep_checkpoints=1,
+)
+
+
+def compile_key(config: TrainConfig) -> TrainConfig:
+    """``config`` with every field that a compiled train step does not bake in reset.
+
+    Everything else (today ``b1``, ``b2``, ``weight_decay``, ``clip_norm``, and any field added
+    later) stays in the key, so a cached step never applies another configuration's optimizer.
+    `make_optimizer` of the key gives the right ``update`` but not the right ``init``: initialise
+    the state from the run's own config.
+    """
+    return dataclasses.replace(config, **_NOT_COMPILED)

@@ -55,6 +55,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
         graphdef: from `jaxlaw.lora.split_lora`.
         tx: e.g. `make_optimizer(config)`.
     """
+    return jax.jit(train_step_fn(graphdef, tx), donate_argnums=(0, 1))
+
+
+def train_step_fn(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
+    """The pure (unjitted) step of `make_train_step`, for callers that put it inside their own
+    compiled loop (`jaxlaw.training.train`'s segments)."""
 
     def summed_loss(trainable, frozen, micro: Batch, key):
         out = example_losses(_model(graphdef, trainable, frozen, key), micro)
@@ -84,7 +90,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
         )
         return trainable, opt_state, metrics
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return step
 
 
 def make_eval_step(graphdef: nnx.GraphDef):

@@ -13,15 +13,12 @@ bootstrap interval, Spearman, MSRE against a constant predictor)::
 """
 
 import functools
-import math
-import time
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import optax
 from flax import nnx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -30,7 +27,7 @@ from scipy import stats
 from ..._types import ArrayLike, Bool, Float, Key
 from ...data import TokenizedSet
 from ...lora import LoraConfig, apply_lora, split_lora
-from ...training import Batch, TrainConfig, example_losses, make_optimizer
+from ...training import Batch, TrainConfig, example_losses, train_stack
 from ...training import train as train_model
 
 # ----------------------------------------------------------------------------- progress
@@ -46,12 +43,6 @@ def _progress(enabled: bool) -> Progress:
         console=Console(stderr=True),
         disable=not enabled,
         transient=True,
-    )
-
-
-def _device_batch(data: TokenizedSet) -> Batch:
-    return Batch(
-        jnp.asarray(data.tokens), jnp.asarray(data.attention_mask), jnp.asarray(data.loss_mask)
     )
 
 
@@ -94,44 +85,6 @@ def _pad_rows(x, rows: int, chunk: int):
 # ------------------------------------------------------------------------ real fine-tunes
 
 
-@functools.lru_cache(maxsize=16)
-def _finetune_fn(graphdef, config: TrainConfig, n_examples: int, n_span: int):
-    tx = make_optimizer(config)
-    steps, batch = config.steps, config.batch_size
-
-    def rows(member, key, step):
-        """Batch rows of one subset at ``step``: epoch e is a permutation of the members drawn
-        from ``fold_in(key, e)``; a batch spans at most ``n_span`` epochs."""
-
-        def perm(e):
-            u = jr.uniform(jr.fold_in(key, e), (n_examples,))
-            return jnp.argsort(jnp.where(member, u, 2.0))  # members first, shuffled
-
-        n = jnp.sum(member)
-        pos = step * batch + jnp.arange(batch)
-        first = (step * batch) // n
-        perms = jax.vmap(perm)(first + jnp.arange(n_span))  # (n_span, examples)
-        return perms[pos // n - first, pos % n]
-
-    def one(member, key, lora, frozen, data: Batch):
-        def loss(p, b):
-            model = nnx.merge(graphdef, p, frozen)
-            model.eval()
-            out = example_losses(model, b)
-            return jnp.sum(out.total) / jnp.maximum(jnp.sum(out.count), 1.0)
-
-        def step(carry, t):
-            p, opt = carry
-            b = jax.tree.map(lambda x: x[rows(member, key, t)], data)
-            updates, opt = tx.update(jax.grad(loss)(p, b), opt, p)
-            return (optax.apply_updates(p, updates), opt), None
-
-        (p, _), _ = jax.lax.scan(step, (lora, tx.init(lora)), jnp.arange(steps))
-        return p
-
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None)))
-
-
 class FineTunes(NamedTuple):
     """Result of `finetune_subsets`.
 
@@ -157,24 +110,22 @@ def finetune_subsets(
 ) -> FineTunes:
     """Real LoRA fine-tunes of ``model`` on many subsets of ``data`` at once (ground truth).
 
-    Subset j trains the model's LoRA parameters (`nnx.LoRAParam`; base weights frozen, dropout
-    off) for ``config.steps`` AdamW steps of ``config.batch_size`` rows drawn from its members
-    (``mask[j]``): each epoch is a fresh permutation of the members from
-    ``fold_in(fold_in(key, j), epoch)``, so row j's run depends only on (key, j, mask[j]), not
-    on the other rows or on ``subset_chunk``. The loss is the token-weighted mean response CE, as in
-    `jaxlaw.training.train`, with the same optimizer (`jaxlaw.training.make_optimizer`). The
-    train step is vmapped over ``subset_chunk`` subsets and scanned over steps: one compilation
-    per chunk shape.
+    A thin call to `jaxlaw.training.train_stack`: subset j trains the model's LoRA parameters
+    (`nnx.LoRAParam`; base weights frozen) exactly as ``train(clone, take(data, members_j),
+    config, key=fold_in(key, j))`` would: ``config.steps`` AdamW steps
+    (`jaxlaw.training.make_optimizer`) of ``config.batch_size`` member rows, each epoch a
+    fresh permutation of the members, the token-weighted mean response CE. Row j's run
+    depends only on (key, j, mask[j]), not on the other rows or on ``subset_chunk``.
 
     Args:
         model: the starting point (theta*, or a base model with fresh adapters); not modified.
         data: the pool, a `jaxlaw.data.TokenizedSet`.
         mask: ``[subsets, examples]`` bool, the members of each subset (`sample_mask`).
-        config: steps, batch size, learning rate and schedule (``accum_steps`` is ignored).
-        key: PRNG key of the data orders.
+        config: steps, batch size, learning rate and schedule.
+        key: PRNG key of the data orders (and of LoRA dropout, if the adapters have any).
         subset_chunk: subsets trained at once (memory grows with it); the last chunk is
             padded, so every call with the same chunk compiles once.
-        progress: progress bar over subsets (stderr).
+        progress: progress bar (stderr).
 
     Returns:
         `FineTunes` with the stacked LoRA states, in the order of ``mask``.
@@ -183,9 +134,7 @@ def finetune_subsets(
         ValueError: the model has no adapters, ``mask`` does not fit ``data``, or a subset is
             empty.
     """
-    t0 = time.perf_counter()
-    graphdef, lora, frozen = split_lora(model)
-    if not jax.tree.leaves(lora):
+    if not jax.tree.leaves(split_lora(model)[1]):
         raise ValueError("finetune_subsets trains LoRA adapters: apply_lora to the model first")
     mask = np.asarray(mask)
     n = data.tokens.shape[0]
@@ -196,25 +145,23 @@ def finetune_subsets(
         raise ValueError(f"subset {int(np.flatnonzero(sizes == 0)[0])} has no example")
     if not isinstance(subset_chunk, int) or subset_chunk < 1:
         raise ValueError(f"subset_chunk must be a positive int, got {subset_chunk!r}")
-    # Epochs one batch can touch: 2 unless a subset is smaller than a batch (static, so that
-    # subsets of any size >= batch share one compilation).
-    n_span = max(2, math.ceil(config.batch_size / int(sizes.min())) + 1)
-    fn = _finetune_fn(graphdef, config, n, n_span)
-    data_d = _device_batch(data)
-    chunk = subset_chunk  # fixed, the last chunk padded: one compilation for any subset count
-    keys = jax.vmap(lambda j: jr.fold_in(key, j))(jnp.arange(mask.shape[0]))
-    parts = []
-    with _progress(progress) as bar:
-        task = bar.add_task("fine-tunes", total=mask.shape[0])
-        for lo, rows in _chunks(mask.shape[0], chunk):
-            m = _pad_rows(jnp.asarray(mask[lo : lo + rows]), rows, chunk)
-            k = _pad_rows(keys[lo : lo + rows], rows, chunk)
-            out = fn(m, k, lora, frozen, data_d)
-            parts.append(jax.tree.map(lambda a, rows=rows: a[:rows], out))
-            bar.update(task, advance=rows)
-    stacked = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
-    jax.block_until_ready(stacked)
-    return FineTunes(stacked, time.perf_counter() - t0)
+    keys = _subset_keys(key, jax.device_put(np.arange(mask.shape[0], dtype=np.uint32)))
+    out = train_stack(
+        model,
+        data,
+        mask,
+        config,
+        keys=keys,
+        chunk=subset_chunk,
+        progress=progress,
+        description="fine-tunes",
+    )
+    return FineTunes(out.states, out.seconds)
+
+
+@jax.jit
+def _subset_keys(key, ids):
+    return jax.vmap(lambda j: jr.fold_in(key, j))(ids)
 
 
 # --------------------------------------------------------------------------- evaluation
