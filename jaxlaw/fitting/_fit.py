@@ -19,7 +19,8 @@ def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
 
 
 def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
-    """One start: returns (params, objective, usable, converged, steps)."""
+    """One start: (params, objective, converged, steps); the objective is inf unless finite
+    and the solve either met its tolerance or stopped at the step cap."""
     n = jnp.maximum(mask.sum(), 1).astype(log_l.dtype)
     if loss == "mse":
         # LM minimises 0.5 * sum(r^2); the 1/sqrt(n) scale makes that half the MSE.
@@ -33,9 +34,11 @@ def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
     r = residuals(law, sol.value, log_d, log_l, mask)
     value = (r**2).sum() / n if loss == "mse" else huber(r, delta).sum()
     converged = sol.result == optx.RESULTS.successful
+    # A capped start still competes for the best start (degenerate laws never meet the
+    # tolerance); only `converged` makes a fit ok.
     capped = sol.result == optx.RESULTS.nonlinear_max_steps_reached
     usable = (converged | capped) & jnp.isfinite(value)
-    return sol.value, jnp.where(usable, value, jnp.inf), usable, converged, sol.stats["num_steps"]
+    return sol.value, jnp.where(usable, value, jnp.inf), converged, sol.stats["num_steps"]
 
 
 def fit_curve(
@@ -118,7 +121,7 @@ def fit_curve(
     for keep, steps in stages:
         idx = jnp.argsort(value)[: min(keep, value.shape[0])]
         solve = partial(_solve_one, law, loss, delta, steps, rtol, atol)
-        starts, value, usable, converged, taken = jax.vmap(solve, in_axes=(0, None, None, None))(
+        starts, value, converged, taken = jax.vmap(solve, in_axes=(0, None, None, None))(
             jax.tree.map(lambda a: a[idx], starts), *data
         )
         total = total[idx] + taken
@@ -132,7 +135,7 @@ def fit_curve(
         params=best_params,
         loss=value[best],
         rmsd=jnp.sqrt((r**2).sum() / jnp.maximum(mask.sum(), 1)),
-        ok=usable[best],
+        ok=met[best] & jnp.isfinite(value[best]),
         converged=met[best],
         steps=total[best],
         init_loss=init_loss,

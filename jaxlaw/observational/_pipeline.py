@@ -239,7 +239,8 @@ class ObsFit(NamedTuple):
         target, predictors, preset: what was fitted.
         models, families: row labels; train, test: masks of the rows fitted / scored.
         y, pred: transformed target and prediction per model (NaN where not scored).
-        pred_lo, pred_hi: 5 % / 95 % bootstrap band per model (None without bootstrap).
+        pred_lo, pred_hi: 5 % / 95 % bootstrap band per model over the converged replicates
+            (None without bootstrap; NaN if no replicate converged).
         x: each model on the plot's x axis (log10 reference-equivalent FLOPs for PCs, the ln
             predictor for compute); x_label names it.
         params: link parameters (w0, slopes, floor b).
@@ -251,7 +252,9 @@ class ObsFit(NamedTuple):
         curve: (x grid, fitted curve, band lo, band hi) on the x axis (band None without
             bootstrap).
         cutoff_x: the FLOPs cutoff of the split on the x axis (None when not expressible).
-        ok: the fit converged or stopped at its step cap with a finite loss.
+        ok: the fit met the solver's tolerance with a finite loss.
+        n_boot_failed: bootstrap replicates left out of the bands because their refit did not
+            converge (0 without bootstrap).
     """
 
     target: str
@@ -281,6 +284,7 @@ class ObsFit(NamedTuple):
     curve: tuple | None
     cutoff_x: float | None
     ok: bool
+    n_boot_failed: int = 0
 
     def to_dict(self) -> dict:
         """Everything as plain JSON types (NaN -> None)."""
@@ -327,6 +331,7 @@ class ObsFit(NamedTuple):
             "metric_weights": self.metric_weights,
             "evr": [float(v) for v in self.evr],
             "ok": self.ok,
+            "n_boot_failed": self.n_boot_failed,
             "predictions": rows,
         }
 
@@ -342,6 +347,16 @@ def _cutoff_on_axis(preset: Preset, prep: Prepared, predictors: str, equiv: bool
     if equiv:
         return math.log10(t)
     return math.log(t) if predictors == "flops" else None
+
+
+def _band(values: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 5 % / 95 % quantiles over axis 0 of the replicates in ``keep`` (NaN entries of
+    kept replicates are skipped too); NaN everywhere if none is kept."""
+    if not keep.any():
+        nan = np.full(values.shape[1:], np.nan)
+        return nan, nan.copy()
+    lo, hi = np.nanquantile(values[keep], QUANTILES, axis=0)
+    return np.asarray(lo), np.asarray(hi)
 
 
 def bootstrap_weights(
@@ -430,6 +445,7 @@ def observe_fit(
         n_starts=n_starts,
     )
     best = jax.tree.map(lambda a: a[0], fits.params)
+    boot_ok = np.asarray(fits.ok)[1:]  # replicates that enter the bands
     pred_all = np.asarray(
         jax.vmap(link.predict, in_axes=(0, None))(fits.params, np.where(valid[:, None], x, 0.0))
     )
@@ -477,12 +493,12 @@ def observe_fit(
         curves = np.asarray(jax.vmap(link.apply)(fits.params, g_grid))
         lo = hi = None
         if bootstrap:
-            lo, hi = np.nanquantile(curves[1:], QUANTILES, axis=0)
+            lo, hi = _band(curves[1:], boot_ok)
         curve = (grid, curves[0], lo, hi)
 
     pred_lo = pred_hi = None
     if bootstrap:
-        lo, hi = np.nanquantile(pred_all[1:], QUANTILES, axis=0)
+        lo, hi = _band(pred_all[1:], boot_ok)
         pred_lo, pred_hi = np.where(train | test, lo, np.nan), np.where(train | test, hi, np.nan)
 
     if equiv is not None:
@@ -530,6 +546,7 @@ def observe_fit(
         curve=curve,
         cutoff_x=_cutoff_on_axis(preset, prep, predictors, equiv is not None),
         ok=bool(fits.ok[0]),
+        n_boot_failed=int((~boot_ok).sum()),
     )
 
 
@@ -538,7 +555,8 @@ class Grid(NamedTuple):
 
     Attributes:
         table: one row per (target, predictors): target, preset, predictors, n_train, n_test,
-            mse_train, mse_test, and with bootstrap mse_test_lo / mse_test_hi (5 % / 95 %).
+            mse_train, mse_test, and with bootstrap mse_test_lo / mse_test_hi (5 % / 95 % over
+            the converged replicates) and n_boot_failed (replicates left out).
         params: `LinkParams` with leading axes (jobs, predictor sets, 1 + replicates).
         ok: fit flags, same leading axes.
     """
@@ -629,6 +647,7 @@ def observe_grid(
     )
     pred = np.asarray(_predict_grid(link, fits.params, X))  # (jobs, sets, 1 + B, n)
     sq = (pred - Y[:, None, None]) ** 2
+    ok = np.asarray(fits.ok)
     rows = []
     for i, (target, p) in enumerate(jobs):
         for j, ps in enumerate(predictor_sets):
@@ -642,13 +661,14 @@ def observe_grid(
                 "mse_train": float(sq[i, j, 0, tr].mean()),
                 "mse_test": float(sq[i, j, 0, te].mean()) if te.any() else float("nan"),
             }
-            if bootstrap and te.any():
-                boot = sq[i, j, 1:][:, te].mean(1)
-                row["mse_test_lo"], row["mse_test_hi"] = (
-                    float(q) for q in np.quantile(boot, QUANTILES)
-                )
+            if bootstrap:
+                keep = ok[i, j, 1:]
+                row["n_boot_failed"] = int((~keep).sum())
+                if te.any():
+                    lo, hi = _band(sq[i, j, 1:][:, te].mean(1), keep)
+                    row["mse_test_lo"], row["mse_test_hi"] = float(lo), float(hi)
             rows.append(row)
-    return Grid(table=pd.DataFrame(rows), params=fits.params, ok=np.asarray(fits.ok))
+    return Grid(table=pd.DataFrame(rows), params=fits.params, ok=ok)
 
 
 class Selection(NamedTuple):

@@ -23,8 +23,10 @@ class RegressionFit(NamedTuple):
 
     Attributes:
         params: `LinkParams` (slopes of masked-out predictors are 0).
-        loss: the objective at ``params``: weighted SSE ("sse") or weighted Huber sum.
-        ok: finite loss, and the solver converged or stopped at the step cap.
+        loss: the objective at ``params``: weighted SSE ("sse") or weighted Huber sum
+            (``inf`` when no start reached a finite objective).
+        ok: finite loss, and the solver met its tolerance (a start stopped by ``max_steps``
+            is not ok, though its loss still competes for the best start).
         converged: the solver met its tolerance.
         steps: solver steps of the best start.
     """
@@ -123,9 +125,12 @@ def fit_link(
         p = sol.value._replace(w=jnp.where(cols, sol.value.w, 0.0))
         value = objective(p)
         converged = sol.result == optx.RESULTS.successful
+        # A start stopped by the step cap keeps its loss for choosing the best start, but
+        # only a solve that met its tolerance is ok.
         capped = sol.result == optx.RESULTS.nonlinear_max_steps_reached
-        ok = (converged | capped) & jnp.isfinite(value)
-        return p, jnp.where(ok, value, jnp.inf), ok, converged, sol.stats["num_steps"]
+        usable = (converged | capped) & jnp.isfinite(value)
+        ok = converged & jnp.isfinite(value)
+        return p, jnp.where(usable, value, jnp.inf), ok, converged, sol.stats["num_steps"]
 
     params, value, ok, converged, steps = jax.vmap(one)(starts)
     best = jnp.argmin(value)
@@ -196,6 +201,7 @@ def fit_links(
         loss=loss,
         delta=delta,
         n_starts=n_starts,
+        init=init,
         max_steps=max_steps,
         rtol=rtol,
         atol=atol,
