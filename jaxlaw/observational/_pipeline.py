@@ -22,7 +22,7 @@ from ._impute import pca_em_impute
 from ._links import Link, LinkParams, get_link
 from ._pca import pca_fit, pca_transform
 from ._presets import Preset
-from ._regression import fit_links
+from ._regression import fit_links, fit_links_reference
 from ._split import apply_heldout, cutoff_split, random_split, rank_split
 from ._tables import benchmark_matrix
 
@@ -383,6 +383,18 @@ def bootstrap_weights(
     raise ValueError(f"unknown bootstrap block {block!r}; choose 'model' or 'family'")
 
 
+def _fit(link: Link, preset: Preset, x, y, w, cols, *, key, n_starts: int = 1):
+    """The preset's link fit: `fit_links` (solver "lm") or the notebooks' scipy procedure
+    (solver "reference", `fit_links_reference`; one start, no key)."""
+    if preset.solver == "lm":
+        return fit_links(
+            link, x, y, w, cols, key=key, loss=preset.loss, delta=preset.delta, n_starts=n_starts
+        )
+    if preset.solver == "reference":
+        return fit_links_reference(link, x, y, w, cols, loss=preset.loss, delta=preset.delta)
+    raise ValueError(f"unknown solver {preset.solver!r}; choose 'lm' or 'reference'")
+
+
 @jax.jit
 def _equiv_many(g, log10_flops, ref):
     """(alpha, beta) per replicate: OLS of g on log10 FLOPs over ``ref`` rows."""
@@ -434,14 +446,14 @@ def observe_fit(
             [weights, bootstrap_weights(train, prep.families, bootstrap, key=key_boot, block=block)]
         )
     link = get_link(preset.link)
-    fits = fit_links(
+    fits = _fit(
         link,
+        preset,
         np.where(valid[:, None], x, 0.0),
         np.nan_to_num(prep.y),
         weights,
+        None,
         key=key_fit,
-        loss=preset.loss,
-        delta=preset.delta,
         n_starts=n_starts,
     )
     best = jax.tree.map(lambda a: a[0], fits.params)
@@ -592,7 +604,8 @@ def observe_grid(
 
     Args:
         df: the table (see `observe_fit`).
-        jobs: (target column, preset) pairs; all presets must share link, loss and delta.
+        jobs: (target column, preset) pairs; all presets must share link, loss, delta and
+            solver.
         predictor_sets: as in `observe_fit`.
         bootstrap: bootstrap replicates per (job, predictor set).
         block: "model" or "family" bootstrap.
@@ -602,8 +615,8 @@ def observe_grid(
         `Grid`.
     """
     presets = [p for _, p in jobs]
-    if len({(p.link, p.loss, p.delta) for p in presets}) != 1:
-        raise ValueError("observe_grid: every preset must share link, loss and delta")
+    if len({(p.link, p.loss, p.delta, p.solver) for p in presets}) != 1:
+        raise ValueError("observe_grid: every preset must share link, loss, delta and solver")
     link = get_link(presets[0].link)
     key_boot, key_fit = jr.split(jr.key(seed))
     preps = prepare_many(df, jobs)
@@ -634,17 +647,7 @@ def observe_grid(
                 W[i, j, 1:, :m] = bootstrap_weights(
                     trains[i, j, :m], prep.families, bootstrap, key=boot_keys[i, j], block=block
                 )
-    p0 = presets[0]
-    fits = fit_links(
-        link,
-        X[:, :, None],
-        Y[:, None, None],
-        W,
-        cols[:, :, None],
-        key=key_fit,
-        loss=p0.loss,
-        delta=p0.delta,
-    )
+    fits = _fit(link, presets[0], X[:, :, None], Y[:, None, None], W, cols[:, :, None], key=key_fit)
     pred = np.asarray(_predict_grid(link, fits.params, X))  # (jobs, sets, 1 + B, n)
     sq = (pred - Y[:, None, None]) ** 2
     ok = np.asarray(fits.ok)
