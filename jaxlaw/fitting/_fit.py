@@ -11,6 +11,7 @@ from .._types import Array, ArrayLike, Bool, Float, Key
 from ..laws import RECTIFIED, VANILLA, Law
 from ._reference import fit_rectified_reference, fit_vanilla_reference
 from ._result import FitResult, clean_points, huber
+from ._x64 import in_float64
 
 
 def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
@@ -41,6 +42,7 @@ def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
     return sol.value, jnp.where(usable, value, jnp.inf), converged, sol.stats["num_steps"]
 
 
+@in_float64
 def fit_curve(
     law: Law,
     log_d: Float[ArrayLike, " points"],
@@ -142,6 +144,7 @@ def fit_curve(
     )
 
 
+@in_float64
 @partial(
     jax.jit,
     static_argnames=(
@@ -205,6 +208,7 @@ def fit_curves(
     return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
 
 
+@in_float64
 def predict(law: Law, params, log_d: Array) -> Array:
     """Evaluate ``law`` for batched ``params`` (leading axes) at ``log_d`` (broadcast)."""
     lead = jax.tree.leaves(params)[0].ndim

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import TableError
+from ..fitting import in_float64
 from ._compute import fit_equiv_flops
 from ._constants import FAMILY, FLOPS, MODEL, SIZE
 from ._impute import pca_em_impute
@@ -68,6 +69,7 @@ def transform_target(y: np.ndarray, preset: Preset) -> np.ndarray:
     return y
 
 
+@in_float64
 def prepare(df: pd.DataFrame, target: str, preset: Preset, *, key=None) -> Prepared:
     """Filter, transform, split, impute and decompose, as the reference does (spec §2, 1-5).
 
@@ -401,6 +403,7 @@ def _equiv_many(g, log10_flops, ref):
     return jax.vmap(lambda gg: fit_equiv_flops(gg, log10_flops, ref))(g)
 
 
+@in_float64
 def observe_fit(
     df: pd.DataFrame,
     target: str,
@@ -585,6 +588,7 @@ def _predict_grid(link: Link, params: LinkParams, X: jax.Array) -> jax.Array:
     return jax.vmap(jax.vmap(one))(params, X)
 
 
+@in_float64
 def observe_grid(
     df: pd.DataFrame,
     jobs: Sequence[tuple[str, Preset]],
@@ -690,6 +694,7 @@ class Selection(NamedTuple):
     evr: np.ndarray
 
 
+@in_float64
 def observe_select(
     df: pd.DataFrame,
     budgets: Sequence[int] = (4, 8, 12, 16, 20, 24, 28, 32, 36),

@@ -15,7 +15,7 @@ import numpy as np
 import optimistix as optx
 
 from .._types import Array, ArrayLike, Bool, Float, Key
-from ..fitting import huber
+from ..fitting import huber, in_float64
 from ._links import Link, LinkParams
 
 
@@ -48,6 +48,7 @@ def _huber_residual(r: Array, delta: float) -> Array:
     return jnp.where(a <= delta, r, outer)
 
 
+@in_float64
 def fit_link(
     link: Link,
     x: Float[ArrayLike, "models predictors"],
@@ -160,6 +161,7 @@ def _linearised_start(link: Link, x: Array, y: Array, w: Array, cols: Array) -> 
     return LinkParams(w0=theta[0], w=jnp.where(cols, theta[1:], 0.0), u=link.init(1, y.dtype).u)
 
 
+@in_float64
 @partial(
     jax.jit,
     static_argnames=("link", "loss", "delta", "n_starts", "init", "max_steps", "rtol", "atol"),
@@ -226,6 +228,7 @@ def weighted_mse(
     return jnp.where(n > 0, (r**2).sum() / jnp.maximum(n, 1), jnp.nan)
 
 
+@in_float64
 def fit_links_reference(
     link: Link,
     x: Float[ArrayLike, "*#batch models predictors"],

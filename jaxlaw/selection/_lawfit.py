@@ -14,7 +14,7 @@ import jax.random as jr
 import numpy as np
 
 from ..data import LossTable, check_fit_points
-from ..fitting import fit_curves
+from ..fitting import fit_curves, in_float64
 from ..laws import RECTIFIED, VANILLA, get_law
 from ._budget import budget_mask
 
@@ -47,6 +47,7 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"unknown fit mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
+@in_float64
 def our_fit(
     table: LossTable,
     budgets: Sequence[int],
@@ -87,6 +88,7 @@ def our_fit(
     return np.asarray(pred).reshape(len(budgets), -1)
 
 
+@in_float64
 def vanilla_fit(
     table: LossTable,
     budgets: Sequence[int],
@@ -140,6 +142,7 @@ class TableFit(NamedTuple):
     ok: np.ndarray
 
 
+@in_float64
 def fit_table(
     table: LossTable,
     law: str = "rectified",
