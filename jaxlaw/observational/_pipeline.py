@@ -427,7 +427,8 @@ def observe_fit(
         bootstrap: replicates for bands (0 = none); all refits are one vmapped call.
         block: "model" or "family" bootstrap.
         seed: PRNG seed (bootstrap, restarts, random splits).
-        n_starts: starts per fit (1 = the reference's start).
+        n_starts: starts per fit for solver "lm" (1 = the linearised start only; a
+            "reference" preset runs the notebooks' single start).
         curve_points: grid size of the fitted curve.
 
     Returns:
