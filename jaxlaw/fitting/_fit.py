@@ -11,6 +11,7 @@ from ..laws import RECTIFIED, VANILLA, Law
 from . import _lm as lm
 from ._reference import fit_rectified_reference, fit_vanilla_reference
 from ._result import FitResult, clean_points, huber
+from ._x64 import in_float64
 
 
 def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
@@ -19,7 +20,8 @@ def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
 
 
 def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
-    """One start: returns (params, objective, usable, converged, steps)."""
+    """One start: (params, objective, converged, steps); the objective is inf unless finite
+    and the solve either met its tolerance or stopped at the step cap."""
     n = jnp.maximum(mask.sum(), 1).astype(log_l.dtype)
     if loss == "mse":
         # LM minimises 0.5 * sum(r^2); the 1/sqrt(n) scale makes that half the MSE.
@@ -38,10 +40,13 @@ def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
         capped = sol.result == optx.RESULTS.nonlinear_max_steps_reached
     r = residuals(law, value_, log_d, log_l, mask)
     value = (r**2).sum() / n if loss == "mse" else huber(r, delta).sum()
+    # A capped start still competes for the best start (degenerate laws never meet the
+    # tolerance); only `converged` makes a fit ok.
     usable = (converged | capped) & jnp.isfinite(value)
-    return value_, jnp.where(usable, value, jnp.inf), usable, converged, steps
+    return value_, jnp.where(usable, value, jnp.inf), converged, steps
 
 
+@in_float64
 def fit_curve(
     law: Law,
     log_d: Float[ArrayLike, " points"],
@@ -122,7 +127,7 @@ def fit_curve(
     for keep, steps in stages:
         idx = jnp.argsort(value)[: min(keep, value.shape[0])]
         solve = partial(_solve_one, law, loss, delta, steps, rtol, atol)
-        starts, value, usable, converged, taken = jax.vmap(solve, in_axes=(0, None, None, None))(
+        starts, value, converged, taken = jax.vmap(solve, in_axes=(0, None, None, None))(
             jax.tree.map(lambda a: a[idx], starts), *data
         )
         total = total[idx] + taken
@@ -136,13 +141,14 @@ def fit_curve(
         params=best_params,
         loss=value[best],
         rmsd=jnp.sqrt((r**2).sum() / jnp.maximum(mask.sum(), 1)),
-        ok=usable[best],
+        ok=met[best] & jnp.isfinite(value[best]),
         converged=met[best],
         steps=total[best],
         init_loss=init_loss,
     )
 
 
+@in_float64
 @partial(
     jax.jit,
     static_argnames=(
@@ -206,6 +212,7 @@ def fit_curves(
     return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
 
 
+@in_float64
 def predict(law: Law, params, log_d: Array) -> Array:
     """Evaluate ``law`` for batched ``params`` (leading axes) at ``log_d`` (broadcast)."""
     lead = jax.tree.leaves(params)[0].ndim

@@ -12,6 +12,7 @@ import jax.random as jr
 from .._types import Array, ArrayLike, Bool, Float, Key
 from ..laws import RectifiedCode, VanillaCode, rectified_code, vanilla_code
 from ._result import FitResult, clean_points, huber
+from ._x64 import in_float64
 
 
 def _mmean(v: Array, w: Array) -> Array:
@@ -30,6 +31,7 @@ def _rmsd(pred: Array, log_l: Array, mask: Array) -> Array:
     return jnp.sqrt(_mmean(jnp.where(mask, pred - log_l, 0.0) ** 2, mask.astype(log_l.dtype)))
 
 
+@in_float64
 def fit_rectified_reference(
     log_d: Float[ArrayLike, " points"],
     log_l: Float[ArrayLike, " points"],
@@ -102,6 +104,7 @@ def fit_rectified_reference(
     )
 
 
+@in_float64
 def fit_vanilla_reference(
     log_d: Float[ArrayLike, " points"],
     log_l: Float[ArrayLike, " points"],

@@ -15,9 +15,10 @@ class FitResult(NamedTuple):
         loss: objective at ``params``: mean squared log residual ("mse") or summed Huber
             ("huber") over the observed points; ``inf`` if no start gave a usable fit.
         rmsd: root mean squared log residual at ``params`` (whatever the objective).
-        ok: True when the best start is usable: finite loss, and the solver either converged or
-            stopped at the step cap (degenerate laws, e.g. D_l -> 0, creep towards infinity and
-            never meet the tolerance, yet their fit is as good as it gets).
+        ok: True when the best start has a finite loss and met the solver's tolerance in some
+            stage. A start stopped by the step cap is not ok, though its loss still competes
+            for the best start: degenerate fits (D_l -> 0 creeps towards infinity and never
+            meets the tolerance) keep their finite loss and RMSD with ``ok`` False.
         converged: True when the best start met the solver's tolerance.
         steps: solver steps taken by the best start (screening + polishing).
         init_loss: objective reached by every start after the screening phase, shape

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._types import Array, ArrayLike, Bool, Float, Int
+from ..fitting import in_float64
 
 
 class FamilyR2(NamedTuple):
@@ -49,6 +50,7 @@ def _is_traced(*xs) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
+@in_float64
 def family_r2(
     pc1: Float[ArrayLike, " models"],
     log10_flops: Float[ArrayLike, " models"],
@@ -100,6 +102,7 @@ def family_r2(
     return FamilyR2(r2, n.astype(jnp.int32), valid, mean)
 
 
+@in_float64
 def fit_equiv_flops(
     g: Float[ArrayLike, " models"],
     log10_flops: Float[ArrayLike, " models"],
@@ -156,6 +159,7 @@ def fit_equiv_flops(
     return EquivFlops(alpha, my - alpha * mx)
 
 
+@in_float64
 def to_equiv(
     g: Float[ArrayLike, "*models"], alpha: Float[ArrayLike, ""], beta: Float[ArrayLike, ""]
 ) -> Float[Array, "*models"]:
@@ -163,6 +167,7 @@ def to_equiv(
     return (jnp.asarray(g) - beta) / alpha
 
 
+@in_float64
 def from_equiv(
     x: Float[ArrayLike, "*models"], alpha: Float[ArrayLike, ""], beta: Float[ArrayLike, ""]
 ) -> Float[Array, "*models"]:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._types import Array, ArrayLike, Bool, Float, Int
+from ..fitting import in_float64
 
 # The reference's stopping test: np.allclose(Z, Zhat, atol=tol=1e-4) with numpy's rtol 1e-5.
 _REF_ATOL = 1e-4
@@ -75,6 +76,7 @@ def _allclose(a, b, rows):
     return jnp.all(ok | ~rows[:, None])
 
 
+@in_float64
 @partial(jax.jit, static_argnames=("rank", "max_iter", "tol", "clip", "stop"))
 def pca_em_impute(
     X: Float[ArrayLike, "models benchmarks"],

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from .._types import Array, ArrayLike, Bool, Float
+from ..fitting import in_float64
 
 
 class PCA(NamedTuple):
@@ -47,6 +48,7 @@ def sign_normalise(
     return v * jnp.where(pivot < 0, -1.0, 1.0).astype(v.dtype)
 
 
+@in_float64
 @partial(jax.jit, static_argnames=("n_components",))
 def pca_fit(
     X: Float[ArrayLike, "models benchmarks"],
@@ -92,6 +94,7 @@ def pca_fit(
     )
 
 
+@in_float64
 def pca_transform(pca: PCA, X: Float[ArrayLike, "models benchmarks"]) -> Float[Array, "models pcs"]:
     """Project scores on a fitted basis: ``(X - mean) @ components.T``.
 
@@ -106,6 +109,7 @@ def pca_transform(pca: PCA, X: Float[ArrayLike, "models benchmarks"]) -> Float[A
     return (jnp.asarray(X) - pca.mean[None, :]) @ pca.components.T
 
 
+@in_float64
 def pca_inverse_transform(
     pca: PCA, scores: Float[ArrayLike, "models pcs"]
 ) -> Float[Array, "models benchmarks"]:

@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 
 from ..data import TableError
+from ..fitting import in_float64
 from ._compute import fit_equiv_flops
 from ._constants import FAMILY, FLOPS, MODEL, SIZE
 from ._impute import pca_em_impute
 from ._links import Link, LinkParams, get_link
 from ._pca import pca_fit, pca_transform
 from ._presets import Preset
-from ._regression import fit_links
+from ._regression import fit_links, fit_links_reference
 from ._split import apply_heldout, cutoff_split, random_split, rank_split
 from ._tables import benchmark_matrix
 
@@ -68,6 +69,7 @@ def transform_target(y: np.ndarray, preset: Preset) -> np.ndarray:
     return y
 
 
+@in_float64
 def prepare(df: pd.DataFrame, target: str, preset: Preset, *, key=None) -> Prepared:
     """Filter, transform, split, impute and decompose, as the reference does (spec §2, 1-5).
 
@@ -239,7 +241,8 @@ class ObsFit(NamedTuple):
         target, predictors, preset: what was fitted.
         models, families: row labels; train, test: masks of the rows fitted / scored.
         y, pred: transformed target and prediction per model (NaN where not scored).
-        pred_lo, pred_hi: 5 % / 95 % bootstrap band per model (None without bootstrap).
+        pred_lo, pred_hi: 5 % / 95 % bootstrap band per model over the converged replicates
+            (None without bootstrap; NaN if no replicate converged).
         x: each model on the plot's x axis (log10 reference-equivalent FLOPs for PCs, the ln
             predictor for compute); x_label names it.
         params: link parameters (w0, slopes, floor b).
@@ -251,7 +254,9 @@ class ObsFit(NamedTuple):
         curve: (x grid, fitted curve, band lo, band hi) on the x axis (band None without
             bootstrap).
         cutoff_x: the FLOPs cutoff of the split on the x axis (None when not expressible).
-        ok: the fit converged or stopped at its step cap with a finite loss.
+        ok: the fit met the solver's tolerance with a finite loss.
+        n_boot_failed: bootstrap replicates left out of the bands because their refit did not
+            converge (0 without bootstrap).
     """
 
     target: str
@@ -281,6 +286,7 @@ class ObsFit(NamedTuple):
     curve: tuple | None
     cutoff_x: float | None
     ok: bool
+    n_boot_failed: int = 0
 
     def to_dict(self) -> dict:
         """Everything as plain JSON types (NaN -> None)."""
@@ -327,6 +333,7 @@ class ObsFit(NamedTuple):
             "metric_weights": self.metric_weights,
             "evr": [float(v) for v in self.evr],
             "ok": self.ok,
+            "n_boot_failed": self.n_boot_failed,
             "predictions": rows,
         }
 
@@ -342,6 +349,16 @@ def _cutoff_on_axis(preset: Preset, prep: Prepared, predictors: str, equiv: bool
     if equiv:
         return math.log10(t)
     return math.log(t) if predictors == "flops" else None
+
+
+def _band(values: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 5 % / 95 % quantiles over axis 0 of the replicates in ``keep`` (NaN entries of
+    kept replicates are skipped too); NaN everywhere if none is kept."""
+    if not keep.any():
+        nan = np.full(values.shape[1:], np.nan)
+        return nan, nan.copy()
+    lo, hi = np.nanquantile(values[keep], QUANTILES, axis=0)
+    return np.asarray(lo), np.asarray(hi)
 
 
 def bootstrap_weights(
@@ -368,12 +385,25 @@ def bootstrap_weights(
     raise ValueError(f"unknown bootstrap block {block!r}; choose 'model' or 'family'")
 
 
+def _fit(link: Link, preset: Preset, x, y, w, cols, *, key, n_starts: int = 1):
+    """The preset's link fit: `fit_links` (solver "lm") or the notebooks' scipy procedure
+    (solver "reference", `fit_links_reference`; one start, no key)."""
+    if preset.solver == "lm":
+        return fit_links(
+            link, x, y, w, cols, key=key, loss=preset.loss, delta=preset.delta, n_starts=n_starts
+        )
+    if preset.solver == "reference":
+        return fit_links_reference(link, x, y, w, cols, loss=preset.loss, delta=preset.delta)
+    raise ValueError(f"unknown solver {preset.solver!r}; choose 'lm' or 'reference'")
+
+
 @jax.jit
 def _equiv_many(g, log10_flops, ref):
     """(alpha, beta) per replicate: OLS of g on log10 FLOPs over ``ref`` rows."""
     return jax.vmap(lambda gg: fit_equiv_flops(gg, log10_flops, ref))(g)
 
 
+@in_float64
 def observe_fit(
     df: pd.DataFrame,
     target: str,
@@ -397,7 +427,8 @@ def observe_fit(
         bootstrap: replicates for bands (0 = none); all refits are one vmapped call.
         block: "model" or "family" bootstrap.
         seed: PRNG seed (bootstrap, restarts, random splits).
-        n_starts: starts per fit (1 = the reference's start).
+        n_starts: starts per fit for solver "lm" (1 = the linearised start only; a
+            "reference" preset runs the notebooks' single start).
         curve_points: grid size of the fitted curve.
 
     Returns:
@@ -419,17 +450,18 @@ def observe_fit(
             [weights, bootstrap_weights(train, prep.families, bootstrap, key=key_boot, block=block)]
         )
     link = get_link(preset.link)
-    fits = fit_links(
+    fits = _fit(
         link,
+        preset,
         np.where(valid[:, None], x, 0.0),
         np.nan_to_num(prep.y),
         weights,
+        None,
         key=key_fit,
-        loss=preset.loss,
-        delta=preset.delta,
         n_starts=n_starts,
     )
     best = jax.tree.map(lambda a: a[0], fits.params)
+    boot_ok = np.asarray(fits.ok)[1:]  # replicates that enter the bands
     pred_all = np.asarray(
         jax.vmap(link.predict, in_axes=(0, None))(fits.params, np.where(valid[:, None], x, 0.0))
     )
@@ -477,12 +509,12 @@ def observe_fit(
         curves = np.asarray(jax.vmap(link.apply)(fits.params, g_grid))
         lo = hi = None
         if bootstrap:
-            lo, hi = np.nanquantile(curves[1:], QUANTILES, axis=0)
+            lo, hi = _band(curves[1:], boot_ok)
         curve = (grid, curves[0], lo, hi)
 
     pred_lo = pred_hi = None
     if bootstrap:
-        lo, hi = np.nanquantile(pred_all[1:], QUANTILES, axis=0)
+        lo, hi = _band(pred_all[1:], boot_ok)
         pred_lo, pred_hi = np.where(train | test, lo, np.nan), np.where(train | test, hi, np.nan)
 
     if equiv is not None:
@@ -530,6 +562,7 @@ def observe_fit(
         curve=curve,
         cutoff_x=_cutoff_on_axis(preset, prep, predictors, equiv is not None),
         ok=bool(fits.ok[0]),
+        n_boot_failed=int((~boot_ok).sum()),
     )
 
 
@@ -538,7 +571,8 @@ class Grid(NamedTuple):
 
     Attributes:
         table: one row per (target, predictors): target, preset, predictors, n_train, n_test,
-            mse_train, mse_test, and with bootstrap mse_test_lo / mse_test_hi (5 % / 95 %).
+            mse_train, mse_test, and with bootstrap mse_test_lo / mse_test_hi (5 % / 95 % over
+            the converged replicates) and n_boot_failed (replicates left out).
         params: `LinkParams` with leading axes (jobs, predictor sets, 1 + replicates).
         ok: fit flags, same leading axes.
     """
@@ -555,6 +589,7 @@ def _predict_grid(link: Link, params: LinkParams, X: jax.Array) -> jax.Array:
     return jax.vmap(jax.vmap(one))(params, X)
 
 
+@in_float64
 def observe_grid(
     df: pd.DataFrame,
     jobs: Sequence[tuple[str, Preset]],
@@ -574,7 +609,8 @@ def observe_grid(
 
     Args:
         df: the table (see `observe_fit`).
-        jobs: (target column, preset) pairs; all presets must share link, loss and delta.
+        jobs: (target column, preset) pairs; all presets must share link, loss, delta and
+            solver.
         predictor_sets: as in `observe_fit`.
         bootstrap: bootstrap replicates per (job, predictor set).
         block: "model" or "family" bootstrap.
@@ -584,8 +620,8 @@ def observe_grid(
         `Grid`.
     """
     presets = [p for _, p in jobs]
-    if len({(p.link, p.loss, p.delta) for p in presets}) != 1:
-        raise ValueError("observe_grid: every preset must share link, loss and delta")
+    if len({(p.link, p.loss, p.delta, p.solver) for p in presets}) != 1:
+        raise ValueError("observe_grid: every preset must share link, loss, delta and solver")
     link = get_link(presets[0].link)
     key_boot, key_fit = jr.split(jr.key(seed))
     preps = prepare_many(df, jobs)
@@ -616,19 +652,10 @@ def observe_grid(
                 W[i, j, 1:, :m] = bootstrap_weights(
                     trains[i, j, :m], prep.families, bootstrap, key=boot_keys[i, j], block=block
                 )
-    p0 = presets[0]
-    fits = fit_links(
-        link,
-        X[:, :, None],
-        Y[:, None, None],
-        W,
-        cols[:, :, None],
-        key=key_fit,
-        loss=p0.loss,
-        delta=p0.delta,
-    )
+    fits = _fit(link, presets[0], X[:, :, None], Y[:, None, None], W, cols[:, :, None], key=key_fit)
     pred = np.asarray(_predict_grid(link, fits.params, X))  # (jobs, sets, 1 + B, n)
     sq = (pred - Y[:, None, None]) ** 2
+    ok = np.asarray(fits.ok)
     rows = []
     for i, (target, p) in enumerate(jobs):
         for j, ps in enumerate(predictor_sets):
@@ -642,13 +669,14 @@ def observe_grid(
                 "mse_train": float(sq[i, j, 0, tr].mean()),
                 "mse_test": float(sq[i, j, 0, te].mean()) if te.any() else float("nan"),
             }
-            if bootstrap and te.any():
-                boot = sq[i, j, 1:][:, te].mean(1)
-                row["mse_test_lo"], row["mse_test_hi"] = (
-                    float(q) for q in np.quantile(boot, QUANTILES)
-                )
+            if bootstrap:
+                keep = ok[i, j, 1:]
+                row["n_boot_failed"] = int((~keep).sum())
+                if te.any():
+                    lo, hi = _band(sq[i, j, 1:][:, te].mean(1), keep)
+                    row["mse_test_lo"], row["mse_test_hi"] = float(lo), float(hi)
             rows.append(row)
-    return Grid(table=pd.DataFrame(rows), params=fits.params, ok=np.asarray(fits.ok))
+    return Grid(table=pd.DataFrame(rows), params=fits.params, ok=ok)
 
 
 class Selection(NamedTuple):
@@ -667,6 +695,7 @@ class Selection(NamedTuple):
     evr: np.ndarray
 
 
+@in_float64
 def observe_select(
     df: pd.DataFrame,
     budgets: Sequence[int] = (4, 8, 12, 16, 20, 24, 28, 32, 36),

@@ -34,6 +34,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, Real
 
+from ..fitting import in_float64
+
 # The reference asserts fewer than 1e7 combinations before its (per-combination) loop.
 MAX_COMBINATIONS = 10_000_000
 
@@ -512,6 +514,7 @@ def _exhaustive_setup(
     return _Setup(arrays, static, n_total, design.shape[1])
 
 
+@in_float64
 def v_optimal(
     P: Float[ArrayLike, "models pcs"],
     family_ids: Int[ArrayLike, " models"],
@@ -589,6 +592,7 @@ def v_optimal(
     return VOptimal(**out, found=jnp.isfinite(out["J"]), n_combinations=setup.n_total)
 
 
+@in_float64
 def random_subsets(
     P: Float[ArrayLike, "models pcs"],
     family_ids: Int[ArrayLike, " models"],
@@ -795,6 +799,7 @@ def _local(
     return SearchResult(**out, found=found, n_moves=moves)
 
 
+@in_float64
 def greedy_select(
     P: Float[ArrayLike, "models pcs"],
     family_ids: Int[ArrayLike, " models"],
@@ -837,6 +842,7 @@ def greedy_select(
     )
 
 
+@in_float64
 def exchange_select(
     P: Float[ArrayLike, "models pcs"],
     family_ids: Int[ArrayLike, " models"],

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import ArrayLike
 
 from .._types import Array, Bool, Float, Int
+from ..fitting import in_float64
 
 TARGET = 1638400
 LOG_TARGET = math.log(TARGET)
@@ -37,6 +38,7 @@ class AtsResult(NamedTuple):
     intercept: Float[Array, "*curves"]
 
 
+@in_float64
 def ats(
     log_d: Float[ArrayLike, " points"],
     log_l: Float[ArrayLike, " points"],
@@ -129,6 +131,7 @@ def ats(
     return AtsResult(pred=pred, transition=t, n_accepted=n_acc, slope=b, intercept=a - b * x_top)
 
 
+@in_float64
 @partial(jax.jit, static_argnames=("k", "faithful"))
 def ats_curves(
     log_d: Float[ArrayLike, "*#curves points"],

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data import LossTable, check_fit_points
-from ..fitting import cached_fit_curves
+from ..fitting import cached_fit_curves, in_float64
 from ..laws import RECTIFIED, VANILLA, get_law
 from ._budget import budget_mask
 
@@ -46,6 +46,7 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"unknown fit mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
+@in_float64
 def our_fit(
     table: LossTable,
     budgets: Sequence[int],
@@ -86,6 +87,7 @@ def our_fit(
     return np.asarray(pred).reshape(len(budgets), -1)
 
 
+@in_float64
 def vanilla_fit(
     table: LossTable,
     budgets: Sequence[int],
@@ -139,6 +141,7 @@ class TableFit(NamedTuple):
     ok: np.ndarray
 
 
+@in_float64
 def fit_table(
     table: LossTable,
     law: str = "rectified",

@@ -9,6 +9,7 @@ import pandas as pd
 from jaxtyping import Float
 
 from ..data import LossTable, TableError, take_models
+from ..fitting import in_float64
 from ._ats import TARGET
 from ._methods import METHODS, Scores, display_name, method_key
 from ._metrics import pearson, rank_models, rel_acc
@@ -68,6 +69,7 @@ def _unused(kw: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
     return [k for k in kw if k not in used]
 
 
+@in_float64
 def select(
     table: LossTable, method: str, budget: int, *, target: int = TARGET, **options: Any
 ) -> Selection:
@@ -97,6 +99,7 @@ def select(
     return Selection(feature[0], rank_models(rank_key[0]), int(np.argmin(rank_key[0])))
 
 
+@in_float64
 def selection_grid(
     tables: Mapping[str, LossTable],
     methods: Sequence[str],
