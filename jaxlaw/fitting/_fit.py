@@ -46,6 +46,77 @@ def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
     return value_, jnp.where(usable, value, jnp.inf), converged, steps
 
 
+def _halving(law, loss, delta, starts, data, n_inits, screen_steps, schedule, rtol, atol):
+    """Successive halving, one vmapped solve per stage on the ``keep`` best starts."""
+    stages = [(n_inits, screen_steps), *schedule]
+    value = jnp.zeros(n_inits, data[1].dtype)
+    total = jnp.zeros(n_inits, jnp.int32)
+    met = jnp.zeros(n_inits, bool)  # met the tolerance in some stage
+    init_loss = None
+    for keep, steps in stages:
+        idx = jnp.argsort(value)[: min(keep, value.shape[0])]
+        solve = partial(_solve_one, law, loss, delta, steps, rtol, atol)
+        starts, value, converged, taken = jax.vmap(solve, in_axes=(0, None, None, None))(
+            jax.tree.map(lambda a: a[idx], starts), *data
+        )
+        total = total[idx] + taken
+        met = met[idx] | converged
+        init_loss = value if init_loss is None else init_loss
+    return starts, value, met, total, init_loss
+
+
+def _halving_mse(law, starts, data, n_inits, screen_steps, schedule, rtol, atol):
+    """The same successive halving for the MSE, with two compiled Levenberg-Marquardt loops.
+
+    The screen runs every start; the polishing stages share ONE loop over the ``w`` =
+    max(keep) best screened starts, inside a ``fori_loop`` over stages with the lanes outside
+    a stage's ``keep`` best frozen. The program then holds two copies of the solver instead
+    of one per stage, which is what a CLI process pays for in compile time. Frozen lanes keep
+    their value and a polished start only improves, so the ``keep`` best of the ``w`` lanes
+    are the ``keep`` best of the previous stage's survivors, as in `_halving`.
+    """
+    log_d, log_l, mask = data
+    n = jnp.maximum(mask.sum(), 1).astype(log_l.dtype)
+
+    def fn(p):
+        return residuals(law, p, log_d, log_l, mask) / jnp.sqrt(n)
+
+    def one(p0, active, max_steps):
+        sol = lm.least_squares(fn, p0, max_steps=max_steps, rtol=rtol, atol=atol, active=active)
+        r = residuals(law, sol.value, log_d, log_l, mask)
+        value = (r**2).sum() / n
+        capped = ~sol.converged & (sol.steps >= max_steps)
+        usable = (sol.converged | capped) & jnp.isfinite(value)
+        return sol.value, jnp.where(usable, value, jnp.inf), sol.converged, sol.steps
+
+    everyone = jnp.ones(n_inits, bool)
+    params, value, met, total = jax.vmap(one, in_axes=(0, 0, None))(starts, everyone, screen_steps)
+    init_loss = value
+    if not schedule:
+        return params, value, met, total, init_loss
+    width = min(max(k for k, _ in schedule), n_inits)
+    idx = jnp.argsort(value, stable=True)[:width]
+    keeps = jnp.asarray([min(k, width) for k, _ in schedule], jnp.int32)
+    lengths = jnp.asarray([s for _, s in schedule], jnp.int32)
+
+    def stage(i, carry):
+        params, value, met, total = carry
+        active = jnp.argsort(jnp.argsort(value, stable=True), stable=True) < keeps[i]
+        new, new_value, converged, taken = jax.vmap(one, in_axes=(0, 0, None))(
+            params, active, lengths[i]
+        )
+        return (
+            new,
+            jnp.where(active, new_value, value),
+            met | (active & converged),
+            total + jnp.where(active, taken, 0),
+        )
+
+    carry = (jax.tree.map(lambda a: a[idx], params), value[idx], met[idx], total[idx])
+    params, value, met, total = jax.lax.fori_loop(0, len(schedule), stage, carry)
+    return params, value, met, total, init_loss
+
+
 @in_float64
 def fit_curve(
     law: Law,
@@ -119,20 +190,14 @@ def fit_curve(
         )
     starts = law.sample_init(key, log_d, log_l, mask, n_inits)
     data = (log_d, log_l, mask)
-    stages = [(n_inits, screen_steps), *schedule]
-    value = jnp.zeros(n_inits, log_l.dtype)
-    total = jnp.zeros(n_inits, jnp.int32)
-    met = jnp.zeros(n_inits, bool)  # met the tolerance in some stage
-    init_loss = None
-    for keep, steps in stages:
-        idx = jnp.argsort(value)[: min(keep, value.shape[0])]
-        solve = partial(_solve_one, law, loss, delta, steps, rtol, atol)
-        starts, value, converged, taken = jax.vmap(solve, in_axes=(0, None, None, None))(
-            jax.tree.map(lambda a: a[idx], starts), *data
+    if loss == "mse":
+        starts, value, met, total, init_loss = _halving_mse(
+            law, starts, data, n_inits, screen_steps, schedule, rtol, atol
         )
-        total = total[idx] + taken
-        met = met[idx] | converged
-        init_loss = value if init_loss is None else init_loss
+    else:
+        starts, value, met, total, init_loss = _halving(
+            law, loss, delta, starts, data, n_inits, screen_steps, schedule, rtol, atol
+        )
     params = starts
     best = jnp.argmin(value)
     best_params = jax.tree.map(lambda a: a[best], params)

@@ -42,11 +42,19 @@ class _State(NamedTuple):
 
 
 def least_squares(
-    fn: Callable[[object], jax.Array], p0, *, max_steps: int, rtol: float, atol: float
+    fn: Callable[[object], jax.Array],
+    p0,
+    *,
+    max_steps: int | jax.Array,
+    rtol: float,
+    atol: float,
+    active: bool | jax.Array = True,
 ) -> LMSolution:
     """Minimise ``0.5 * sum(fn(p)**2)`` from ``p0`` (a pytree of scalars) for one start.
 
-    Written for one problem; ``jax.vmap`` it over starts and curves. ``max_steps`` is static.
+    Written for one problem; ``jax.vmap`` it over starts and curves. ``max_steps`` may be a
+    traced integer (one compiled loop serves stages of different lengths); an inactive start
+    takes no step and returns ``p0`` (so a vmapped batch can run a subset of its lanes).
     """
     x0, unravel = ravel_pytree(p0)
 
@@ -90,7 +98,7 @@ def least_squares(
         lam=jnp.asarray(_LAM0, x0.dtype),
         step=jnp.asarray(0, jnp.int32),
         converged=jnp.asarray(False),
-        stalled=~jnp.isfinite(c0),
+        stalled=~jnp.isfinite(c0) | ~jnp.asarray(active),
     )
     out = jax.lax.while_loop(cond, body, init)
     return LMSolution(unravel(out.x), out.converged, out.step)
