@@ -47,30 +47,3 @@ def test_bad_csv_names_the_culprit(tmp_path, capsys):
     assert main(["select", str(bad), "--budget", "800"]) == 2
     err = capsys.readouterr().err
     assert "800" in err and "'a'" in err and "Traceback" not in err
-
-
-@pytest.mark.slow
-def test_reproduce_quick(data_root, tmp_path):
-    out = tmp_path / "rep"
-    assert (
-        main(["reproduce", "rectified", "--data", str(data_root), "--out", str(out), "--quick"])
-        == 0
-    )
-    sel = pd.read_csv(out / "selection.csv")
-    assert list(sel.columns) == [
-        "dataset",
-        "ratio",
-        "max_data_num",
-        "predict_data_num",
-        "metric",
-        "method",
-        "value",
-    ]
-    assert set(sel.method) == {"AtS", "OurFit", "VanillaFit", "ZeroShot", "SubTuning", "ModelSize"}
-    assert set(sel.dataset) == {"FLAN", "WMT19", "GIGAWORD"} and set(sel.ratio) == {8, 512}
-    ats = sel[(sel.dataset == "FLAN") & (sel.method == "AtS") & (sel.metric == "PearCorr")]
-    assert ats.sort_values("ratio").value.tolist() == [0.9087, 0.4556]
-    rmsd = pd.read_csv(out / "rmsd.csv")
-    assert list(rmsd.columns) == ["dataset", "model", "law", "rmsd_log"] and len(rmsd) == 360
-    for f in ("tables.md", "rmsd.png", "selection.png", "fits_flan.png", "config.json"):
-        assert (out / f).stat().st_size > 0

@@ -198,29 +198,6 @@ def test_observe_select_rejects_unknown_include(data_root, capsys):
     assert "no model of family 'Nope'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_reproduce_obscaling_quick(data_root, tmp_path):
-    out = tmp_path / "obs"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=KNOWN_ERROR, category=UserWarning)
-        assert (
-            main(["reproduce", "obscaling", "--data", str(data_root), "--out", str(out), "--quick"])
-            == 0
-        )
-    lb = pd.read_csv(out / "lbv2.csv")
-    assert {"target", "predictor", "mse_train", "mse_test"} <= set(lb.columns) and len(lb) == 9
-    sel = pd.read_csv(out / "selection.csv")
-    assert {"setting", "budget", "J", "families"} <= set(sel.columns)
-    assert sel[sel.setting == "guide_7b"].n_combinations.iloc[0] == 89845
-    pca = pd.read_csv(out / "pca.csv")
-    evr = pca[pca.table == "base77_all8"].evr.to_numpy()
-    np.testing.assert_allclose(evr, [0.8016, 0.1190, 0.0463, 0.0136, 0.0113], atol=2e-4)
-    rsq = pd.read_csv(out / "rsq.csv")
-    assert rsq[rsq.family == "MEAN"].r2.iloc[0] == pytest.approx(0.966, abs=0.005)
-    for f in ("lbv2_gpqa.png", "selection.png", "rsq.png", "summary.md"):
-        assert (out / f).stat().st_size > 0
-
-
 def test_heldout_models_leave_train_and_optionally_join_test(data_root):
     """The reference's heldout_filter: removed from train after the split; scored only with
     heldout_to_test (how subset selection is evaluated)."""
