@@ -23,3 +23,4 @@ from ._reference import fit_vanilla_reference as fit_vanilla_reference
 from ._result import FitResult as FitResult
 from ._result import huber as huber
 from ._x64 import in_float64 as in_float64
+from ._x64 import x64_scope as x64_scope

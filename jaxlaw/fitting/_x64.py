@@ -33,3 +33,19 @@ def in_float64(fn):
     if hasattr(fn, "_cache_size"):  # keep jit's introspection for the no-retrace tests
         wrapper._cache_size = fn._cache_size  # type: ignore[attr-defined]
     return wrapper
+
+
+def x64_scope(fn):
+    """Decorate an entry point so it runs under ``jax.enable_x64(True)``, inputs untouched.
+
+    For numerics whose inputs may be large float32 arrays that must stay float32 (per-sample
+    gradients, k-means features): numpy float64 input stays float64, integers become float64,
+    jax float32 arrays keep their dtype; what the function computes in float64 is float64.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.enable_x64(True):
+            return fn(*args, **kwargs)
+
+    return wrapped

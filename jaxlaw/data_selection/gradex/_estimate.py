@@ -26,14 +26,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..._types import Array, ArrayLike, Float
+from ...fitting import x64_scope
 from ...lora import split_lora
 from ...training import Batch, example_losses
-from ._fit import _fit_dtype, _float64, _host
+from ._fit import _fit_dtype, _host
 from ._output import output_logodds
 from ._projection import BLOCKS_IN_MEMORY_BYTES, Projection, all_blocks
 
 
-@_float64
+@x64_scope
 def lora_norm(lora: Any) -> Float[Array, ""]:
     """L2 norm over every LoRA tensor (A and B of all adapted layers): ``||theta*_LoRA||``.
 
@@ -70,7 +71,7 @@ def _check_scale(scale: float, theta_norm) -> None:
         raise ValueError(f"theta_norm must be a finite scalar >= 0, got {theta_norm!r}")
 
 
-@_float64
+@x64_scope
 def rescale(
     W: Float[ArrayLike, "*projs subsets proj"],
     gram: Float[ArrayLike, "*projs proj proj"],
@@ -119,7 +120,7 @@ def _rescale(W, gram, theta_norm, scale, dtype):
     return jnp.where(norm > 0, target / jnp.where(norm > 0, norm, 1.0), 0.0)
 
 
-@_float64
+@x64_scope
 def estimate_linear(
     W: Float[ArrayLike, "*projs subsets proj"],
     target_grads: Float[ArrayLike, "*projs examples proj"],
@@ -213,7 +214,7 @@ def _weights(weights, n: int, dtype):
     return w / jnp.sum(w)
 
 
-@_float64
+@x64_scope
 def estimate_first_order(
     W: Float[ArrayLike, "subsets proj"],
     loss_grad: Float[ArrayLike, " proj"],

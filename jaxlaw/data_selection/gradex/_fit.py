@@ -23,6 +23,7 @@ import jax.random as jr
 import numpy as np
 
 from ..._types import Array, ArrayLike, Bool, Float, Int, Key
+from ...fitting import x64_scope
 
 METHODS = ("logistic", "ridge", "one_step")
 PARITIES = ("paper", "reference")
@@ -40,19 +41,8 @@ _CHUNK_BYTES = 64 * 2**20
 _PAIRS_BYTES = 256 * 2**20
 
 
-def _float64(fn):
-    """Run an entry point with x64 on, so its fit numerics are float64 in any process."""
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        with jax.enable_x64(True):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
 def _fit_dtype():
-    """float64 inside the `_float64` entry points."""
+    """float64 inside the `x64_scope` entry points."""
     return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
 
 
@@ -338,7 +328,7 @@ def _fit_projs(G, f0, mask, lam, key, table, **static):
 _fit_projs_jit = jax.jit(_fit_projs, static_argnames=_FIT_STATIC)
 
 
-@_float64
+@x64_scope
 def fit_subsets(
     grads: Float[ArrayLike, "*projs examples proj"],
     outputs: Float[ArrayLike, " examples"],

@@ -37,7 +37,6 @@ reduce, so the nearest centroid is found with an unrolled compare/select chain o
 Chunks of ~16K rows keep that block in cache (larger chunks were 3x slower on a 2-core box).
 """
 
-import functools
 import math
 from functools import partial
 from typing import NamedTuple
@@ -49,6 +48,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..._types import Array, ArrayLike, Float, Int, Key, Scalar
+from ...fitting import x64_scope
 
 InitMethod = str  # "random" | "kmeans++" (a plain str so a bad value gets our ValueError)
 INIT_METHODS = ("random", "kmeans++")
@@ -78,18 +78,6 @@ class KMeansResult(NamedTuple):
 
 
 # --------------------------------------------------------------------------------- helpers
-def _float64(fn):
-    """Run an entry point with x64 on: numpy float64 input stays float64 and integers become
-    float64 even when the process runs without x64 (jax float32 input stays float32)."""
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        with jax.enable_x64(True):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
 def _as_features(x, name: str = "x") -> Array:
     """A 2-D float array (integer input promoted to the default float); sharding is kept."""
     if not isinstance(x, jax.Array):
@@ -97,7 +85,7 @@ def _as_features(x, name: str = "x") -> Array:
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (rows, feats), got shape {tuple(x.shape)}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float64)  # entry points run under x64 (`_float64`)
+        x = x.astype(jnp.float64)  # entry points run under x64 (`x64_scope`)
     return x
 
 
@@ -378,7 +366,7 @@ def _kmeans_init_jit(x, key, k, method):
     return _init(x, k, key, method)
 
 
-@_float64
+@x64_scope
 def kmeans_init(
     x: Float[ArrayLike, "rows feats"], k: int, *, key: Key, method: InitMethod = "kmeans++"
 ) -> Float[Array, "clusters feats"]:
@@ -417,7 +405,7 @@ def _lloyd_jit(x, centroids, iters, chunk_rows, sharding):
     return KMeansResult(c[0], lab[0], obj[0], counts[0], n_iter[0])
 
 
-@_float64
+@x64_scope
 def lloyd(
     x: Float[ArrayLike, "rows feats"],
     centroids: Float[ArrayLike, "clusters feats"],
@@ -461,7 +449,7 @@ def _assign_jit(x, centroids, chunk_rows, sharding):
     return _assign_rows(x, centroids, chunk_rows=chunk_rows, sharding=sharding)
 
 
-@_float64
+@x64_scope
 def assign(
     x: Float[ArrayLike, "rows feats"],
     centroids: Float[ArrayLike, "clusters feats"],
@@ -522,7 +510,7 @@ def _kmeans_jit(x, key, k, init, iters, restarts, n_train, chunk_rows, sharding)
     return KMeansResult(centroids, lab[best], obj[best], counts[best], n_iter[best])
 
 
-@_float64
+@x64_scope
 def kmeans(
     x: Float[ArrayLike, "rows feats"],
     k: int,

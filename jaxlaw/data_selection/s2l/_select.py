@@ -42,13 +42,13 @@ import jax.random as jr
 import numpy as np
 
 from ..._types import Array, ArrayLike, Bool, Float, Int, Key
+from ...fitting import x64_scope
 from ._kmeans import (
     DEFAULT_CHUNK_ROWS,
     INIT_METHODS,
     InitMethod,
     KMeansResult,
     _as_features,
-    _float64,
     _kmeans_padded_jit,
     kmeans,
 )
@@ -392,7 +392,7 @@ def _per_stratum_kmeans(x, st_d, n_strata, budget, k, key, opts):
     return labels, tuple(per)
 
 
-@_float64
+@x64_scope
 def s2l_select(
     features: Float[ArrayLike, "rows feats"],
     budget: int,
