@@ -19,14 +19,15 @@ def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
     return jnp.where(mask, law.predict(p, log_d) - log_l, 0.0)
 
 
-def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask):
+def _solve_one(law, loss, delta, max_steps, rtol, atol, p0, log_d, log_l, mask, active=True):
     """One start: (params, objective, converged, steps); the objective is inf unless finite
-    and the solve either met its tolerance or stopped at the step cap."""
+    and the solve either met its tolerance or stopped at the step cap. ``active`` (MSE only)
+    False leaves the start where it is (`_halving_mse` freezes lanes this way)."""
     n = jnp.maximum(mask.sum(), 1).astype(log_l.dtype)
     if loss == "mse":
         # LM minimises 0.5 * sum(r^2); the 1/sqrt(n) scale makes that half the MSE.
         fn = lambda p: residuals(law, p, log_d, log_l, mask) / jnp.sqrt(n)  # noqa: E731
-        sol = lm.least_squares(fn, p0, max_steps=max_steps, rtol=rtol, atol=atol)
+        sol = lm.least_squares(fn, p0, max_steps=max_steps, rtol=rtol, atol=atol, active=active)
         value_, converged, steps = sol.value, sol.converged, sol.steps
         capped = ~converged & (steps >= max_steps)
     else:
@@ -75,19 +76,9 @@ def _halving_mse(law, starts, data, n_inits, screen_steps, schedule, rtol, atol)
     their value and a polished start only improves, so the ``keep`` best of the ``w`` lanes
     are the ``keep`` best of the previous stage's survivors, as in `_halving`.
     """
-    log_d, log_l, mask = data
-    n = jnp.maximum(mask.sum(), 1).astype(log_l.dtype)
-
-    def fn(p):
-        return residuals(law, p, log_d, log_l, mask) / jnp.sqrt(n)
 
     def one(p0, active, max_steps):
-        sol = lm.least_squares(fn, p0, max_steps=max_steps, rtol=rtol, atol=atol, active=active)
-        r = residuals(law, sol.value, log_d, log_l, mask)
-        value = (r**2).sum() / n
-        capped = ~sol.converged & (sol.steps >= max_steps)
-        usable = (sol.converged | capped) & jnp.isfinite(value)
-        return sol.value, jnp.where(usable, value, jnp.inf), sol.converged, sol.steps
+        return _solve_one(law, "mse", 0.0, max_steps, rtol, atol, p0, *data, active=active)
 
     everyone = jnp.ones(n_inits, bool)
     params, value, met, total = jax.vmap(one, in_axes=(0, 0, None))(starts, everyone, screen_steps)
