@@ -47,8 +47,10 @@ from ._text import TokenizedSet as TokenizedSet
 from ._text import TruncationWarning as TruncationWarning
 from ._text import format_examples as format_examples
 from ._text import pack_texts as pack_texts
+from ._text import row_lengths as row_lengths
 from ._text import take as take
 from ._text import tokenize_examples as tokenize_examples
+from ._text import trim_length as trim_length
 from ._tokenizer import ENDOFTEXT as ENDOFTEXT
 from ._tokenizer import TextTokenizer as TextTokenizer
 from ._tokenizer import load_tokenizer as load_tokenizer

@@ -76,6 +76,31 @@ class TokenizedSet(NamedTuple):
         return int(self.loss_mask.sum())
 
 
+def row_lengths(attention_mask: Bool[np.ndarray, "examples seq"]) -> Int[np.ndarray, " examples"]:
+    """Tokens each row actually uses: one past its last real position, 0 for an empty row.
+
+    Rows are right-padded, so cutting every column from this length on changes no loss."""
+    mask = np.asarray(attention_mask)
+    last = mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)
+    return np.where(mask.any(axis=1), last, 0).astype(np.int32)
+
+
+def trim_length(longest: int, seq_len: int) -> int:
+    """The padded length for a batch whose longest row has ``longest`` tokens, at most
+    ``seq_len``: ``longest`` rounded up to a multiple of 16 up to 128 tokens, then of a quarter
+    of the power of two below it (32 up to 256, 64 up to 512, ...). At most ~20% padding from
+    the rounding (9% on average), and few distinct lengths, each compiled once.
+
+    Raises:
+        ValueError: ``seq_len < 1``.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    longest = max(int(longest), 1)
+    step = max(16, (1 << (longest - 1).bit_length()) // 8)
+    return min(-(-longest // step) * step, seq_len)
+
+
 def take(ts: TokenizedSet, idx: Any) -> TokenizedSet:
     """Rows ``idx`` of a tokenised set; ids and source names are kept, so rows stay traceable.
 

@@ -20,6 +20,7 @@ from ._loop import TrainResult as TrainResult
 from ._loop import batch_indices as batch_indices
 from ._loop import evaluate as evaluate
 from ._loop import host_batch as host_batch
+from ._loop import length_batches as length_batches
 from ._loop import mean_loss as mean_loss
 from ._loop import train as train
 from ._loop import train_stack as train_stack

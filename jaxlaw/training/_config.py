@@ -2,6 +2,9 @@
 
 from dataclasses import dataclass
 
+# Batches per length-sorted window of `TrainConfig.group_by_length` (transformers uses 50).
+GROUP_WINDOW = 50
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -23,6 +26,11 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints when a checkpoint directory is given
             (0: only at the end).
         keep_checkpoints: how many checkpoints to keep.
+        group_by_length: batch examples of similar length and cut each step's batch to a
+            length just above its longest row (`jaxlaw.data.trim_length`), so padding stays
+            small on data of mixed lengths (real text). Each epoch's shuffled order is cut into
+            windows of `GROUP_WINDOW` batches, each window sorted by length, longest first
+            (transformers' ``group_by_length``); a trimmed length compiles once.
     """
 
     steps: int = 100
@@ -39,6 +47,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+    group_by_length: bool = False
 
     def __post_init__(self):
         if self.steps < 1:

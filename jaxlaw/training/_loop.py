@@ -21,8 +21,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from .._types import Array, ArrayLike, Bool, Key
 from ..checkpoint import TrainCheckpointer
+from ..data import row_lengths, trim_length
 from ..lora import split_lora
-from ._config import TrainConfig
+from ._config import GROUP_WINDOW, TrainConfig
 from ._loss import Batch, ExampleLoss
 from ._optim import compile_key, learning_rate, make_optimizer, schedule_numbers, with_schedule
 from ._sharding import replicate, shard_batch
@@ -38,6 +39,7 @@ class TrainResult(NamedTuple):
         history: one dict per logged step (step, loss, lr, grad_norm, tokens_per_s, ...).
         seconds: wall time of this call.
         losses: the training loss (nats/token) of every step this call ran, ``[steps]``.
+        padding: share of the batch tokens this call ran that were padding (0 to 1).
     """
 
     step: int
@@ -45,6 +47,7 @@ class TrainResult(NamedTuple):
     history: list[dict]
     seconds: float
     losses: np.ndarray
+    padding: float
 
 
 # Steps staged and run per dispatch: a fixed shape, so one compilation serves runs of any
@@ -75,8 +78,9 @@ class _Order:
     done by numpy), drawn once per epoch; the next epoch's bits are drawn ahead, so fetching
     them does not stall the device queue."""
 
-    def __init__(self, n: int, batch_size: int, key):
+    def __init__(self, n: int, batch_size: int, key, lengths: np.ndarray | None = None):
         self.n, self.batch_size, self.key = n, batch_size, key
+        self.lengths = lengths  # group by length: sort windows of GROUP_WINDOW batches
         self.rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
         # Without partitionable threefry the bits of a longer draw are not a prefix-extension.
         bucket = 1 << max(n - 1, 1).bit_length()
@@ -96,6 +100,11 @@ class _Order:
             got = np.arange(self.n)
             for r in range(self.rounds):  # lax.sort_key_val is stable, as numpy's "stable"
                 got = got[np.argsort(bits[r], kind="stable")]
+            if self.lengths is not None:
+                window = GROUP_WINDOW * self.batch_size
+                for lo in range(0, self.n, window):
+                    part = got[lo : lo + window]
+                    got[lo : lo + window] = part[np.argsort(-self.lengths[part], kind="stable")]
             self._epochs[e] = got
         return got
 
@@ -112,14 +121,19 @@ class _Order:
         return out.reshape(stop - start, self.batch_size)
 
 
-def batch_indices(n_examples: int, batch_size: int, step: int, *, key) -> np.ndarray:
+def batch_indices(
+    n_examples: int, batch_size: int, step: int, *, key, lengths: np.ndarray | None = None
+) -> np.ndarray:
     """Example indices of step ``step``: consecutive slices of one permutation per epoch.
 
     Epoch ``e`` uses ``jr.permutation(jr.fold_in(key, e), n_examples)``, so the order is a pure
     function of (key, step): a resumed run reads exactly the batches the killed one would have.
-    `train` reads the same order (drawn once per epoch on the host).
+    With ``lengths`` (the rows' `jaxlaw.data.row_lengths`) each window of `GROUP_WINDOW`
+    batches of that permutation is sorted by length, longest first: the order of
+    ``TrainConfig(group_by_length=True)``. `train` reads the same order (drawn once per epoch
+    on the host).
     """
-    return _Order(n_examples, batch_size, key).rows(step, step + 1)[0]
+    return _Order(n_examples, batch_size, key, lengths).rows(step, step + 1)[0]
 
 
 def host_batch(data, idx: np.ndarray, accum_steps: int = 1) -> Batch:
@@ -131,15 +145,35 @@ def host_batch(data, idx: np.ndarray, accum_steps: int = 1) -> Batch:
     return Batch(*parts)
 
 
-def _stage(data, idx: np.ndarray, accum_steps: int) -> Batch:
+def _stage(data, idx: np.ndarray, accum_steps: int, seq: int | None = None) -> Batch:
     """Rows ``idx`` (``[..., steps, batch]``, padded to `SEGMENT` steps with row 0) as a numpy
-    `Batch` ``[..., SEGMENT, accum, micro, seq]``."""
+    `Batch` ``[..., SEGMENT, accum, micro, seq]``, cut to the first ``seq`` columns if given."""
     steps = idx.shape[-2]
     if steps < SEGMENT:
         pad = np.zeros((*idx.shape[:-2], SEGMENT - steps, idx.shape[-1]), idx.dtype)
         idx = np.concatenate([idx, pad], axis=-2)
-    parts = (data.tokens[idx], data.attention_mask[idx], data.loss_mask[idx])
-    return Batch(*(p.reshape(*idx.shape[:-1], accum_steps, -1, p.shape[-1]) for p in parts))
+    cols = slice(None, seq)
+    parts = (data.tokens[:, cols], data.attention_mask[:, cols], data.loss_mask[:, cols])
+    return Batch(*(p[idx].reshape(*idx.shape[:-1], accum_steps, -1, p.shape[-1]) for p in parts))
+
+
+def _runs(lengths: np.ndarray) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of the maximal runs of equal values in ``lengths``."""
+    cuts = [0, *(np.flatnonzero(np.diff(lengths)) + 1).tolist(), len(lengths)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, seq_len: int
+) -> list[tuple[np.ndarray, int]]:
+    """Evaluation batches of similar length: ``(rows, trimmed length)`` pairs covering every row
+    once, rows sorted by length (longest first), each batch cut to `trim_length` of its longest
+    row. The last batch may be short."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [
+        (rows, trim_length(int(lengths[rows].max()), seq_len))
+        for rows in np.split(order, range(batch_size, len(order), batch_size))
+    ]
 
 
 class _SegmentMetrics(NamedTuple):
@@ -308,11 +342,13 @@ def train(
     saves = saves if ckpt is not None else set()
     logs = set(range(every, end, every)) | {end}
     segment = _train_segment(graphdef, config)
-    order = _Order(n, config.batch_size, data_key)
+    seq_len = int(data.tokens.shape[1])
+    lengths = row_lengths(data.attention_mask) if config.group_by_length else None
+    order = _Order(n, config.batch_size, data_key, lengths)
     history: list[dict] = []
     losses = np.zeros(max(end - start, 0), np.float32)
     log = open(log_path, "a") if log_path is not None else None
-    clock = dict(tokens=0.0, since=time.perf_counter())
+    clock = dict(tokens=0.0, since=time.perf_counter(), padded=0.0, real=0.0)
     pending: collections.deque = collections.deque()
 
     def finish(bar, task) -> None:
@@ -348,17 +384,26 @@ def train(
             task = bar.add_task(description, total=config.steps, completed=start, loss="-", tps="-")
             for lo, hi in _bounds(start, end, calls | saves | logs):
                 idx = order.rows(lo, hi)
-                staged = _stage(data, idx, config.accum_steps)
-                batches = shard_batch(staged, mesh)
-                span = jax.device_put((np.uint32(lo), np.int32(hi - lo)))
-                params, opt_state, metrics = segment(
-                    params, opt_state, frozen, batches, dropout_key, *span
-                )
-                tokens = float(np.sum(data.attention_mask[idx]))
-                pending.append((lo, hi, metrics, tokens))
-                host_needs_state = hi in calls or hi in saves
-                while pending and (len(pending) >= _IN_FLIGHT or host_needs_state):
-                    finish(bar, task)
+                if lengths is None:
+                    runs = [(lo, hi, seq_len)]
+                else:  # one dispatch per run of steps with the same trimmed length
+                    seqs = np.array([trim_length(int(lengths[r].max()), seq_len) for r in idx])
+                    runs = [(lo + a, lo + b, int(seqs[a])) for a, b in _runs(seqs)]
+                for a, b, seq in runs:
+                    rows = idx[a - lo : b - lo]
+                    staged = _stage(data, rows, config.accum_steps, seq)
+                    batches = shard_batch(staged, mesh)
+                    span = jax.device_put((np.uint32(a), np.int32(b - a)))
+                    params, opt_state, metrics = segment(
+                        params, opt_state, frozen, batches, dropout_key, *span
+                    )
+                    tokens = float(np.sum(data.attention_mask[rows]))
+                    clock["padded"] += rows.size * seq
+                    clock["real"] += tokens
+                    pending.append((a, b, metrics, tokens))
+                    host_needs_state = b == hi and (hi in calls or hi in saves)
+                    while pending and (len(pending) >= _IN_FLIGHT or host_needs_state):
+                        finish(bar, task)
                 if hi in calls:
                     t_cb = time.perf_counter()
                     nnx.update(model, params)
@@ -379,7 +424,8 @@ def train(
         if ckpt is not None:
             ckpt.close()
     nnx.update(model, params)
-    return TrainResult(end, resumed_from, history, time.perf_counter() - t0, losses)
+    padding = 1.0 - clock["real"] / clock["padded"] if clock["padded"] else 0.0
+    return TrainResult(end, resumed_from, history, time.perf_counter() - t0, losses, padding)
 
 
 @functools.lru_cache(maxsize=16)
@@ -484,6 +530,10 @@ def train_stack(
             raise ValueError(f"member {j}'s rows have no target tokens")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    if config.group_by_length:
+        raise ValueError(
+            "train_stack runs every member on one batch shape: group_by_length is not supported"
+        )
     graphdef, params, frozen = split_lora(model, trainable)
     if not jax.tree.leaves(params):
         raise ValueError(
@@ -547,33 +597,45 @@ def _check_resume(meta: dict, config: TrainConfig, key: list) -> None:
 
 
 def evaluate(
-    model: nnx.Module, data, *, batch_size: int = 32, mesh: Mesh | None = None
+    model: nnx.Module,
+    data,
+    *,
+    batch_size: int = 32,
+    mesh: Mesh | None = None,
+    group_by_length: bool = True,
 ) -> ExampleLoss:
     """Per-example response-token loss of ``model`` on every example of ``data`` (no dropout).
 
     Batches have a fixed size (the last is padded with fully masked rows and the padding
-    dropped), so a dataset costs one compilation per sequence length.
+    dropped). With ``group_by_length`` (the default) rows are batched longest first
+    (`length_batches`) and each batch is cut to `jaxlaw.data.trim_length` of its longest row,
+    so padding stays small on mixed lengths; each trimmed length compiles once. Without it,
+    batches keep ``data``'s order and full width (one compilation per dataset width).
 
     Returns:
         `ExampleLoss` of numpy ``[examples]`` arrays, in the order of ``data``.
     """
-    n = int(data.tokens.shape[0])
+    n, seq_len = (int(d) for d in data.tokens.shape)
     if n == 0:
         raise ValueError("cannot evaluate on an empty dataset")
     graphdef, state = nnx.split(model)
     step = _eval_step(graphdef)
     empty = nnx.State({})
     state = replicate(state, mesh)
-    totals, counts = [], []
-    for lo in range(0, n, batch_size):
-        idx = np.arange(lo, lo + batch_size)
-        valid = idx < n
-        b = host_batch(data, np.where(valid, idx, 0), accum_steps=0)
+    if group_by_length:
+        plan = length_batches(row_lengths(data.attention_mask), batch_size, seq_len)
+    else:
+        plan = [(np.arange(lo, min(lo + batch_size, n)), seq_len) for lo in range(0, n, batch_size)]
+    total, count = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    for rows, seq in plan:
+        valid = np.arange(batch_size) < len(rows)
+        idx = np.concatenate([rows, np.zeros(batch_size - len(rows), rows.dtype)])
+        b = host_batch(data, idx, accum_steps=0)
+        b = Batch(*(x[:, :seq] for x in b))
         b = Batch(b.tokens, b.attention_mask & valid[:, None], b.loss_mask & valid[:, None])
         out = jax.device_get(step(empty, state, shard_batch(b, mesh)))
-        totals.append(out.total[valid])
-        counts.append(out.count[valid])
-    return ExampleLoss(np.concatenate(totals), np.concatenate(counts))
+        total[rows], count[rows] = out.total[valid], out.count[valid]
+    return ExampleLoss(total, count)
 
 
 def mean_loss(losses: ExampleLoss) -> float:

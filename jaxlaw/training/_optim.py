@@ -110,6 +110,7 @@ _NOT_COMPILED = dict(
     end_lr_ratio=1.0,
     seed=0,
     log_every=1,
+    group_by_length=False,
     checkpoint_every=0,
     keep_checkpoints=1,
 )
