@@ -19,6 +19,7 @@ from ._decoder import init_model as init_model
 from ._gguf import SUPPORTED_TYPES as SUPPORTED_TYPES
 from ._gguf import GGUFError as GGUFError
 from ._gguf import installed_gguf as installed_gguf
+from ._gguf import is_gguf as is_gguf
 from ._gguf import read_gguf as read_gguf
 from ._hf import IGNORED_BUFFERS as IGNORED_BUFFERS
 from ._hf import CheckpointError as CheckpointError
