@@ -1,4 +1,4 @@
-"""Command line: ``jaxlaw fit | select | sweep | observe | reproduce | gradex | s2l``.
+"""Command line: ``jaxlaw fit | select | sweep | observe | reproduce | gradex | s2l | convert``.
 
     jaxlaw fit flan --law rectified --plot fits.png          # a bundled table or a CSV path
     jaxlaw select flan --budget 204800 --method ats
@@ -6,6 +6,7 @@
         --sizes 200,400,800,1600 --out sweep.csv             # then: jaxlaw select sweep.csv
     jaxlaw observe fit --preset lbv2_math --targets leaderboard_v2 --target leaderboard_math_hard
     jaxlaw reproduce rectified --out results/rectified
+    jaxlaw convert model.gguf ckpt/model                     # GGUF -> HF folder (+ tokenizer)
 
 TABLE is a CSV in the loss-table format (model rows; integer subset-size columns; optional
 ``size`` and ``family``) or the name of a paper table (flan, wmt19, gigaword) shipped with
@@ -40,6 +41,11 @@ COMMANDS = {
         "s2l",
         "add_arguments",
         "S2L: select data by clustering a small proxy's loss trajectories",
+    ),
+    "convert": (
+        "_convert",
+        "add_arguments",
+        "convert a GGUF file into a Hugging Face folder (weights, config, tokenizer)",
     ),
 }
 

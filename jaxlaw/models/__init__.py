@@ -2,7 +2,9 @@
 
 One `Decoder` covers GPT-2, GPT-NeoX/Pythia, Llama and Qwen2, switched by a frozen `ModelConfig`.
 `load_pretrained` / `save_pretrained` read and write transformers' safetensors layout, so a
-checkpoint moves between jaxlaw and PyTorch unchanged. Every projection is a `Linear`, the slot
+checkpoint moves between jaxlaw and PyTorch unchanged; `load_pretrained` also reads llama.cpp's
+GGUF files (dequantized to float32, `read_gguf`), and `installed_gguf` finds the optional
+SmolLM2-135M-Instruct file. Every projection is a `Linear`, the slot
 `jaxlaw.lora` adapts. No training code lives here.
 """
 
@@ -14,8 +16,14 @@ from ._decoder import Block as Block
 from ._decoder import Decoder as Decoder
 from ._decoder import Norm as Norm
 from ._decoder import init_model as init_model
+from ._gguf import SUPPORTED_TYPES as SUPPORTED_TYPES
+from ._gguf import GGUFError as GGUFError
+from ._gguf import installed_gguf as installed_gguf
+from ._gguf import is_gguf as is_gguf
+from ._gguf import read_gguf as read_gguf
 from ._hf import IGNORED_BUFFERS as IGNORED_BUFFERS
 from ._hf import CheckpointError as CheckpointError
 from ._hf import load_pretrained as load_pretrained
+from ._hf import model_from_tensors as model_from_tensors
 from ._hf import save_pretrained as save_pretrained
 from ._linear import Linear as Linear

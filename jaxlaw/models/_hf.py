@@ -4,7 +4,8 @@ A checkpoint directory is transformers' layout: ``config.json`` plus ``model.saf
 ``model.safetensors.index.json`` plus ``model-0000i-of-0000n.safetensors`` shards. Tensors are
 read with ``safetensors.numpy`` (no torch) and written straight into the `Decoder`'s NNX state
 through one explicit name map per family (`_tensor_map`), so loading and saving are inverses by
-construction and a round trip is bit-exact.
+construction and a round trip is bit-exact. A ``.gguf`` file goes through the same filling
+(`model_from_tensors`) after `read_gguf` has renamed and dequantized its tensors.
 
 Layout conversions (HF -> jaxlaw):
 
@@ -29,6 +30,7 @@ from safetensors.numpy import load_file, save_file
 
 from ._config import ModelConfig
 from ._decoder import Decoder
+from ._gguf import read_gguf
 from ._linear import Linear
 
 # Non-parameter buffers that older transformers versions serialised: the causal-mask constants
@@ -175,19 +177,20 @@ def _fmt(name: str, shape: tuple[int, ...]) -> str:
 def load_pretrained(
     path: str | os.PathLike, *, dtype: str | None = None
 ) -> tuple[Decoder, ModelConfig]:
-    """Load a transformers causal-LM checkpoint directory into a `Decoder`.
+    """Load a transformers checkpoint directory or a ``.gguf`` file into a `Decoder`.
 
-    Reads ``config.json`` (via `ModelConfig.from_hf`) and ``model.safetensors`` or the shards
-    listed in ``model.safetensors.index.json``. Names may carry the causal-LM prefix
-    (``transformer.``, ``gpt_neox.``, ``model.``) or not (base-model checkpoints such as the
-    original ``gpt2``). Buffers matching `IGNORED_BUFFERS` are skipped; with tied embeddings an
-    ``lm_head.weight`` / ``embed_out.weight`` in the file is skipped too, as transformers does.
-    The model is built abstractly (``nnx.eval_shape``), so no random init is spent.
+    A directory: reads ``config.json`` (via `ModelConfig.from_hf`) and ``model.safetensors`` or
+    the shards listed in ``model.safetensors.index.json``. A GGUF file (recognised by its magic
+    bytes, whatever its suffix): the config comes from its metadata and every tensor is
+    dequantized to float32 (`jaxlaw.models.read_gguf`). Both then fill the model the same way
+    (`model_from_tensors`). The model is built abstractly (``nnx.eval_shape``), so no random
+    init is spent.
 
     Args:
-        path: checkpoint directory.
+        path: checkpoint directory or ``.gguf`` file.
         dtype: compute and parameter dtype name (``"float32"``, ``"bfloat16"``, ...); ``None``
-            keeps the dtype recorded in ``config.json`` (float32 if absent).
+            keeps the dtype recorded in ``config.json`` (float32 if absent; always float32 for
+            GGUF, whose quantised blocks dequantize to it).
 
     Returns:
         ``(model, config)``.
@@ -196,13 +199,46 @@ def load_pretrained(
         CheckpointError: missing, unexpected or mis-shaped tensors; the message lists each
             name with its shape.
         ValueError: the config's ``model_type`` or a feature of it is unsupported.
-        FileNotFoundError: no ``config.json`` or no safetensors weights.
+        GGUFError: (a ValueError) a ``.gguf`` that is truncated, not GGUF, or uses an
+            unsupported architecture or tensor type.
+        FileNotFoundError: no such path, no ``config.json`` or no safetensors weights.
     """
     path = Path(path)
-    config = ModelConfig.from_hf(json.loads((path / "config.json").read_text()))
+    if path.is_file() or path.suffix == ".gguf":
+        hf_config, tensors = read_gguf(path)
+    else:
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"no config.json in {path}")
+        hf_config = json.loads((path / "config.json").read_text())
+        tensors = _read_tensors(path)
+    config = ModelConfig.from_hf(hf_config)
     if dtype is not None:
         config = config.replace(dtype=dtype, param_dtype=dtype)
-    tensors = _read_tensors(path)
+    return model_from_tensors(config, tensors, source=str(path)), config
+
+
+def model_from_tensors(
+    config: ModelConfig, tensors: dict[str, np.ndarray], *, source: str = "checkpoint"
+) -> Decoder:
+    """A `Decoder` with ``config`` whose parameters are ``tensors`` (HF names and layouts).
+
+    Names may carry the causal-LM prefix (``transformer.``, ``gpt_neox.``, ``model.``) or not
+    (base-model checkpoints such as the original ``gpt2``). Buffers matching `IGNORED_BUFFERS`
+    are skipped; with tied embeddings an ``lm_head.weight`` / ``embed_out.weight`` is skipped
+    too, as transformers does. Arrays are cast to ``config.param_dtype``.
+
+    Args:
+        config: the architecture.
+        tensors: HF tensor name -> array, e.g. a safetensors file's contents.
+        source: what the tensors came from, for the error message.
+
+    Returns:
+        The filled model.
+
+    Raises:
+        CheckpointError: missing, unexpected or mis-shaped tensors; the message lists each
+            name with its shape.
+    """
     prefix, head = _PREFIX[config.family], _head_name(config)
     # Base-model checkpoints lack the prefix; keep the file's own name for error messages.
     canonical = {(n if n.startswith(prefix) or n == head else prefix + n): n for n in tensors}
@@ -239,7 +275,7 @@ def load_pretrained(
             if items
         ]
         raise CheckpointError(
-            f"checkpoint {path} does not fit a {config.family} Decoder: " + "; ".join(parts)
+            f"checkpoint {source} does not fit a {config.family} Decoder: " + "; ".join(parts)
         )
 
     filled = {}
@@ -248,7 +284,7 @@ def load_pretrained(
         filled[t.path] = variables[t.path].replace(jnp.asarray(x, dtype=config.storage_dtype))
     if filled.keys() != variables.keys():  # a name map out of sync with the module tree
         raise AssertionError(f"unmapped parameters: {sorted(variables.keys() - filled.keys())}")
-    return nnx.merge(graphdef, nnx.from_flat_state(filled)), config
+    return nnx.merge(graphdef, nnx.from_flat_state(filled))
 
 
 def save_pretrained(
