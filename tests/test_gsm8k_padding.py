@@ -5,7 +5,6 @@ keep padding under 15% of the tokens they run; the full-width batches they repla
 60% padding."""
 
 import jax
-import numpy as np
 import pytest
 from flax import nnx
 
