@@ -52,3 +52,14 @@ def text_root() -> Path:
             "set JAXLAW_DATA to a folder holding text/)"
         )
     return TEXT
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF of the optional wheel; skips when it is absent."""
+    from jaxlaw.models import installed_gguf
+
+    try:
+        return installed_gguf()
+    except FileNotFoundError as e:
+        pytest.skip(f"real model not installed ({e})")
