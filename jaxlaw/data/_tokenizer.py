@@ -336,7 +336,7 @@ def load_tokenizer(
         raise ValueError(f"{file}: tokenizer file not found")
     ids: dict[str, int] = {}
     with open(file, "rb") as f:
-        gguf = f.read(4) == b"GGUF"
+        gguf = f.read(4) == b"GGUF" or file.suffix == ".gguf"  # a bad .gguf says so
     if gguf:
         tok, meta = _gguf_tokenizer(file)
         cfg: dict[str, str] = {}

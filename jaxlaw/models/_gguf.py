@@ -162,7 +162,8 @@ def gguf_config(reader, path: str | os.PathLike = "GGUF file") -> dict[str, Any]
         A dict with ``model_type`` and the family's HF keys, ready for `ModelConfig.from_hf`.
 
     Raises:
-        GGUFError: unsupported ``general.architecture``, or a required key is missing.
+        GGUFError: unsupported ``general.architecture``, a required key is missing, or the
+            tokenizer's token count differs from ``{arch}.vocab_size``.
     """
     meta = gguf_metadata(reader)
     arch = meta.get("general.architecture")
@@ -182,12 +183,18 @@ def gguf_config(reader, path: str | os.PathLike = "GGUF file") -> dict[str, Any]
     names = {t.name: t for t in reader.tensors}
     if "intermediate_size" not in config and "blk.0.ffn_up.weight" in names:
         config["intermediate_size"] = int(names["blk.0.ffn_up.weight"].shape[1])
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    n_tokens = None if tokens is None else len(tokens.data)
     if "vocab_size" not in config:  # transformers' rule: the tokenizer's length, else the table
-        tokens = reader.fields.get("tokenizer.ggml.tokens")
-        if tokens is not None:
-            config["vocab_size"] = len(tokens.data)
+        if n_tokens is not None:
+            config["vocab_size"] = n_tokens
         elif "token_embd.weight" in names:
             config["vocab_size"] = int(names["token_embd.weight"].shape[1])
+    elif n_tokens is not None and n_tokens != config["vocab_size"]:
+        raise GGUFError(
+            f"{path}: the tokenizer has {n_tokens} tokens but the model's vocabulary "
+            f"({arch}.vocab_size) is {config['vocab_size']}"
+        )
     config.setdefault("max_position_embeddings", 2048)
     head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
     config["head_dim"] = head_dim
