@@ -9,8 +9,9 @@
     jaxlaw convert model.gguf ckpt/model                     # GGUF -> HF folder (+ tokenizer)
 
 TABLE is a CSV in the loss-table format (model rows; integer subset-size columns; optional
-``size`` and ``family``) or the name of a paper table (flan, wmt19, gigaword) shipped with
-jaxlaw (``--data`` / $JAXLAW_DATA read another copy). Bad input ends with one ``jaxlaw: error:``
+``size`` and ``family``) or the name of a table shipped with jaxlaw: the papers' flan, wmt19,
+gigaword (``--data`` / $JAXLAW_DATA read another copy) or smollm2_gsm8k (measured by jaxlaw:
+SmolLM2-135M LoRA on GSM8K subsets, experiments/gsm8k_scaling). Bad input ends with one ``jaxlaw: error:``
 line. Compiled XLA programs are cached in $JAXLAW_CACHE_DIR (default ~/.cache/jaxlaw/xla), so
 a repeated command skips compilation; ``--no-cache`` or JAXLAW_NO_CACHE=1 turns that off.
 """

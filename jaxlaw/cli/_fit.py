@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxlaw.data import DATASETS, LossTable, TableError, load_dataset, load_table, take_models
+from jaxlaw.data import DATASETS, MEASURED, LossTable, TableError, load_dataset, load_table, take_models
 
 from ._tables import human_count, print_table
 
@@ -22,9 +22,10 @@ FEATURE_LABEL = {
 
 
 def _table(arg: str, data: str | None) -> LossTable:
-    if Path(arg).exists() or arg.lower() not in DATASETS:
+    if Path(arg).exists() or arg.lower() not in DATASETS + MEASURED:
         if not Path(arg).exists():
-            raise TableError(f"{arg}: no such file, and not one of {', '.join(DATASETS)}")
+            names = ", ".join(DATASETS + MEASURED)
+            raise TableError(f"{arg}: no such file, and not one of {names}")
         return load_table(arg)
     return load_dataset(arg.lower(), root=data)
 
@@ -164,7 +165,7 @@ def add_fit(f: argparse.ArgumentParser) -> None:
     from jaxlaw.laws import LAWS
 
     data_help = DATA_HELP
-    f.add_argument("table", help="loss-table CSV, or flan | wmt19 | gigaword")
+    f.add_argument("table", help="loss-table CSV, or flan | wmt19 | gigaword | smollm2_gsm8k")
     f.add_argument("--data", help=data_help)
     f.add_argument("--law", default="rectified", choices=sorted(LAWS))
     f.add_argument(
@@ -188,7 +189,7 @@ def add_fit(f: argparse.ArgumentParser) -> None:
 
 def add_select(s: argparse.ArgumentParser) -> None:
     data_help = DATA_HELP
-    s.add_argument("table", help="loss-table CSV, or flan | wmt19 | gigaword")
+    s.add_argument("table", help="loss-table CSV, or flan | wmt19 | gigaword | smollm2_gsm8k")
     s.add_argument("--data", help=data_help)
     s.add_argument("--budget", type=int, required=True, help="budget M: largest subset size used")
     s.add_argument(

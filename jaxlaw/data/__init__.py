@@ -31,6 +31,7 @@ from ._corpus import load_records as load_records
 from ._corpus import load_task as load_task
 from ._corpus import stdlib_corpus as stdlib_corpus
 from ._table import DATASETS as DATASETS
+from ._table import MEASURED as MEASURED
 from ._table import LossTable as LossTable
 from ._table import TableError as TableError
 from ._table import bundled_root as bundled_root

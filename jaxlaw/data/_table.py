@@ -24,6 +24,9 @@ _META = ("size", "family")
 # Cell spellings of a missing value (pandas' common NA tokens); model names never are.
 _NA = frozenset({"", "na", "n/a", "nan", "-nan", "null", "none", "<na>"})
 DATASETS = ("flan", "wmt19", "gigaword")
+# Loss tables jaxlaw measured itself (`experiments/`), bundled in ``tables/measured/``; an
+# override folder without them falls back to the bundled copy (no paper data folder has them).
+MEASURED = ("smollm2_gsm8k",)
 
 
 class TableError(ValueError):
@@ -333,10 +336,14 @@ def read_raw_csv(path: Path, where: str, *, skipinitialspace: bool = False) -> n
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None) -> LossTable:
-    """Load one of the reference loss tables (``"flan"``, ``"wmt19"``, ``"gigaword"``).
+    """Load one of the reference loss tables (`DATASETS`, `MEASURED`).
 
-    The file is ``<data_root(root)>/rectified/<name>.csv``: by default the copy bundled with
-    jaxlaw; ``root`` (``--data DIR``), else ``$JAXLAW_DATA``, overrides it (see `data_root`).
+    A paper table (``"flan"``, ``"wmt19"``, ``"gigaword"``) is ``<data_root(root)>/rectified/
+    <name>.csv``: by default the copy bundled with jaxlaw; ``root`` (``--data DIR``), else
+    ``$JAXLAW_DATA``, overrides it (see `data_root`). A table jaxlaw measured itself
+    (``"smollm2_gsm8k"``: SmolLM2-135M-Instruct LoRA-fine-tuned on GSM8K subsets by
+    ``experiments/gsm8k_scaling``) is ``<root>/measured/<name>.csv`` when the override has
+    one, else the bundled copy.
 
     Args:
         name: dataset name (the file stem).
@@ -350,9 +357,14 @@ def load_dataset(name: str, root: str | os.PathLike | None = None) -> LossTable:
             lists the tables that exist there) or malformed.
     """
     base = data_root(root)
+    if name in MEASURED:
+        path = base / "measured" / f"{name}.csv"
+        if not path.is_file():
+            path = bundled_root() / "measured" / f"{name}.csv"
+        return load_table(path, name=name)
     path = base / "rectified" / f"{name}.csv"
     if not path.is_file():
-        have = sorted(p.stem for p in (base / "rectified").glob("*.csv"))
+        have = sorted(p.stem for p in (base / "rectified").glob("*.csv")) + list(MEASURED)
         raise _fail("", f"loss table {name!r} not found at {path}; {missing_hint(base, have)}")
     return load_table(path, name=name)
 
