@@ -63,6 +63,10 @@ def _padded(prompts, side: str, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- cache and positions
 
+# Jitted, as `generate` runs them (eagerly, every op of a new shape compiles on its own: slow).
+_forward = nnx.jit(lambda model, tokens, mask: model(tokens, mask))
+_extend = nnx.jit(lambda model, *args, **kw: model.extend(*args, **kw))
+
 
 def test_rotary_default_positions_are_arange():
     x = jr.normal(jr.key(0), (2, 7, 3, 8), jnp.float32)
@@ -98,11 +102,11 @@ def test_extend_in_pieces_equals_full_forward(family):
     model = _perturbed(ModelConfig.tiny(family))
     tokens, mask = _padded(_prompts(), "right")
     tokens, mask = jnp.asarray(tokens, jnp.int32), jnp.asarray(mask)
-    full = np.asarray(model(tokens, mask))
+    full = np.asarray(_forward(model, tokens, mask))
     cache = model.init_cache(3, 16)
     pieces = []
     for lo, hi in ((0, 6), (6, 7), (7, 9)):
-        logits, cache = model.extend(tokens[:, lo:hi], mask[:, lo:hi], cache)
+        logits, cache = _extend(model, tokens[:, lo:hi], mask[:, lo:hi], cache)
         pieces.append(np.asarray(logits))
     assert int(cache.index) == 9
     np.testing.assert_array_equal(np.asarray(cache.valid[:, :9]), np.asarray(mask))
@@ -119,19 +123,21 @@ def test_extend_left_padded_counts_real_tokens(family):
     prompts = _prompts()
     tokens, mask = _padded(prompts, "left")
     tokens, mask = jnp.asarray(tokens, jnp.int32), jnp.asarray(mask)
-    logits, _ = model.extend(tokens, mask, model.init_cache(3, 9))
+    logits, _ = _extend(model, tokens, mask, model.init_cache(3, 9))
     for i, p in enumerate(prompts):
-        alone = np.asarray(model(jnp.asarray(p[None], jnp.int32)))[0]
+        alone = np.asarray(_forward(model, jnp.asarray(p[None], jnp.int32), None))[0]
         np.testing.assert_allclose(np.asarray(logits[i, 9 - len(p) :]), alone, rtol=1e-5, atol=1e-5)
     arange = jnp.broadcast_to(jnp.arange(9, dtype=jnp.int32), (3, 9))
-    logits, _ = model.extend(tokens, mask, model.init_cache(3, 9), positions=arange)
+    logits, _ = _extend(model, tokens, mask, model.init_cache(3, 9), positions=arange)
     m = np.asarray(mask)
-    want = np.asarray(model(tokens, mask))
+    want = np.asarray(_forward(model, tokens, mask))
     np.testing.assert_allclose(np.asarray(logits)[m], want[m], rtol=1e-5, atol=1e-5)
 
 
-def test_extend_longer_than_cache():
+def test_cache_size_errors():
     model = init_model(ModelConfig.tiny("llama"), key=jr.key(0))
+    with pytest.raises(ValueError, match="a cache needs examples >= 1 and slots >= 1, got 2, 0"):
+        model.init_cache(2, 0)
     tokens = jnp.zeros((1, 5), jnp.int32)
     with pytest.raises(ValueError, match="5 new tokens do not fit a cache of 4 slots"):
         model.extend(tokens, jnp.ones((1, 5), bool), model.init_cache(1, 4))
@@ -330,28 +336,31 @@ def test_early_exit_when_every_example_stops():
     assert np.asarray(out.finished).all()
 
 
-BAD = [
-    (dict(max_new_tokens=0), "max_new_tokens must be an int >= 1, got 0"),
-    (dict(max_new_tokens=2.5), "max_new_tokens must be an int >= 1, got 2.5"),
-    (dict(top_p=0.0), r"top_p must be in \(0, 1\], got 0.0"),
-    (dict(top_p=1.5), r"top_p must be in \(0, 1\], got 1.5"),
-    (dict(temperature=-0.1), "temperature must be >= 0"),
-    (dict(temperature=0.5), r"sampling \(temperature=0.5\) needs a key"),
-    (dict(prompt_bucket=0), "prompt_bucket must be an int >= 1"),
-    (dict(stop_tokens=(100,)), r"stop token 100 outside the vocabulary \[0, 100\)"),
-    (dict(pad_id=-1), r"pad_id -1 outside the vocabulary \[0, 100\)"),
-    (
+BAD = {
+    "new_tokens_0": (dict(max_new_tokens=0), "max_new_tokens must be an int >= 1, got 0"),
+    "new_tokens_float": (dict(max_new_tokens=2.5), "max_new_tokens must be an int >= 1, got 2.5"),
+    "top_p_0": (dict(top_p=0.0), r"top_p must be in \(0, 1\], got 0.0"),
+    "top_p_above_1": (dict(top_p=1.5), r"top_p must be in \(0, 1\], got 1.5"),
+    "temperature": (dict(temperature=-0.1), "temperature must be >= 0"),
+    "no_key": (dict(temperature=0.5), r"sampling \(temperature=0.5\) needs a key"),
+    "bucket": (dict(prompt_bucket=0), "prompt_bucket must be an int >= 1"),
+    "stop": (dict(stop_tokens=(100,)), r"stop token 100 outside the vocabulary \[0, 100\)"),
+    "pad": (dict(pad_id=-1), r"pad_id -1 outside the vocabulary \[0, 100\)"),
+    "mask_shape": (
         dict(attention_mask=np.ones((3, 8), bool)),
         r"attention_mask shape \[3, 8\] != tokens shape \[3, 9\]",
     ),
-    (dict(attention_mask=np.zeros((3, 9), bool)), "prompt 0 has no real token"),
-    (dict(tokens=np.zeros(9, np.int64)), r"tokens must be an int \[examples, seq\] array"),
-    (dict(tokens=np.zeros((3, 9), np.float32)), r"tokens must be an int \[examples, seq\] array"),
-    (dict(max_new_tokens=56), "prompt width 9 \\+ max_new_tokens 56 > max_positions 64"),
-]
+    "empty_prompt": (dict(attention_mask=np.zeros((3, 9), bool)), "prompt 0 has no real token"),
+    "tokens_1d": (dict(tokens=np.zeros(9, np.int64)), r"tokens must be an int \[examples, seq\]"),
+    "tokens_float": (dict(tokens=np.zeros((3, 9), np.float32)), r"tokens must be an int \["),
+    "positions": (
+        dict(max_new_tokens=56),
+        r"prompt width 9 \+ max_new_tokens 56 > max_positions 64",
+    ),
+}
 
 
-@pytest.mark.parametrize("change, message", BAD, ids=[m.split()[0] for _, m in BAD])
+@pytest.mark.parametrize("change, message", BAD.values(), ids=BAD.keys())
 def test_bad_input_is_one_line_value_error(change, message):
     """The library's own one-line ValueError; called unwrapped, because the test run's jaxtyping
     hook may reject a mismatched shape first (a TypeError)."""

@@ -183,8 +183,8 @@ def test_needs_a_chat_template(tiny):
 
 
 def test_real_four_questions_end_to_end(smollm2, text_root):
-    """Four GSM8K test questions, greedy, 128 new tokens each, in one batch, under 20 s
-    (compilation included) on 2 shared CPU cores."""
+    """Four GSM8K test questions, greedy, 128 new tokens each, in one batch: 12-16 s here
+    (compilation included, 2 CPU cores shared with other work)."""
     model, tok = smollm2
     records = load_records(text_root / "text" / "gsm8k" / "test.jsonl")[:4]
     start = time.perf_counter()
@@ -194,4 +194,5 @@ def test_real_four_questions_end_to_end(smollm2, text_root):
     assert result.references == ("18", "3", "70000", "540")
     assert all(len(a) > 50 for a in result.answers)  # it worked the problems
     assert "16" in result.answers[0]  # Janet's ducks lay 16 eggs per day
-    assert seconds < 20, seconds
+    # Loose on purpose (wall time on shared cores): catches a recompile per step, not load.
+    assert seconds < 60, seconds

@@ -42,12 +42,14 @@ def apply_rotary(
     """
     seq = x.shape[1]
     inv_freq = 1.0 / (theta ** (jnp.arange(0, ndims, 2, dtype=jnp.float32) / ndims))
+    # Without positions, the very program of the training forward (one angle table for all).
     if positions is None:
-        pos = jnp.arange(seq, dtype=jnp.float32)[None, :]  # (1, seq)
+        angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (seq, nd/2)
     else:
-        pos = positions.astype(jnp.float32)  # (examples, seq)
-    angles = pos[:, :, None] * inv_freq[None, None, :]  # (examples or 1, seq, ndims/2)
-    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # (.., seq, 1, ndims)
+        angles = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    # (1 or examples, seq, 1, ndims): broadcast over heads.
+    angles = angles[None, :, None, :] if positions is None else angles[:, :, None, :]
     cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
     x_rot, x_pass = x[..., :ndims], x[..., ndims:]
     x1, x2 = x_rot[..., : ndims // 2], x_rot[..., ndims // 2 :]

@@ -178,9 +178,11 @@ def _generate_jit(
 
     # The last new token is never fed back, so the cache needs one slot fewer.
     cache = model.init_cache(examples, width + max_new_tokens - 1)
-    logits, cache = model.extend(tokens, mask, cache)
+    hidden, cache = model.extend_hidden_states(tokens, mask, cache)
     last = jnp.max(jnp.where(mask, jnp.arange(width, dtype=jnp.int32)[None, :], 0), axis=-1)
-    tok = pick(jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], 0)
+    # Only each prompt's last real token needs logits.
+    hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # (examples, 1, embed)
+    tok = pick(model.unembed(hidden)[:, 0], 0)
     out = jnp.full((examples, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(tok)
     finished = is_stop(tok)
     lengths = jnp.ones((examples,), jnp.int32)
