@@ -126,6 +126,7 @@ def test_extend_left_padded_counts_real_tokens(family):
     logits, _ = _extend(model, tokens, mask, model.init_cache(3, 9))
     for i, p in enumerate(prompts):
         alone = np.asarray(_forward(model, jnp.asarray(p[None], jnp.int32), None))[0]
+        # Same positions, extra masked keys: summation order differs only (simple, 1e-5).
         np.testing.assert_allclose(np.asarray(logits[i, 9 - len(p) :]), alone, rtol=1e-5, atol=1e-5)
     arange = jnp.broadcast_to(jnp.arange(9, dtype=jnp.int32), (3, 9))
     logits, _ = _extend(model, tokens, mask, model.init_cache(3, 9), positions=arange)
