@@ -9,7 +9,8 @@ Dimension names used in jaxtyping annotations:
 - ``budgets``: data budgets M of a model-selection grid (largest subset a method may read).
 - ``params``: flattened parameter vector.
 - ``examples``: examples of a tokenised set or batch; ``seq``: token positions (padded);
-  ``vocab``: vocabulary entries; ``embed``: model width; ``proj``: random-projection width.
+  ``vocab``: vocabulary entries; ``embed``: model width; ``proj``: random-projection width;
+  ``slots``: key/value-cache slots (prompt width plus new tokens); ``new``: generated tokens.
 - ``sources``: data sources (tasks, skills, clusters used as selection units); ``subsets``:
   subsets of sources evaluated at once (rows of a bool ``[subsets, sources]`` matrix);
   ``projs``: random projections (seeds) applied to the same gradients.

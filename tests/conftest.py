@@ -63,3 +63,13 @@ def smollm2_gguf() -> Path:
         return installed_gguf()
     except FileNotFoundError as e:
         pytest.skip(f"real model not installed ({e})")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf):
+    """``(model, tokenizer)`` of the real SmolLM2, loaded once for every module that decodes."""
+    from jaxlaw.data import load_tokenizer
+    from jaxlaw.models import load_pretrained
+
+    model, _ = load_pretrained(smollm2_gguf)
+    return model, load_tokenizer(smollm2_gguf)

@@ -23,6 +23,10 @@ corpus that needs no download::
     tok = train_tokenizer(stdlib_corpus(), vocab_size=1024)
     task = load_task("train.jsonl")             # fields "prompt" and "response"
     ts = tokenize_examples(tok, task.prompts, task.responses)   # padded arrays + masks
+
+GSM8K: `gsm8k_prompt` poses a question as chat messages (ending in ``#### <number>``),
+`gsm8k_final_answer` reads the normalised final number of a solution and `gsm8k_exact_match`
+compares a model's text with the reference (`jaxlaw.training.gsm8k_accuracy` runs the eval).
 """
 
 from ._corpus import STDLIB_EXCLUDE as STDLIB_EXCLUDE
@@ -30,6 +34,10 @@ from ._corpus import Task as Task
 from ._corpus import load_records as load_records
 from ._corpus import load_task as load_task
 from ._corpus import stdlib_corpus as stdlib_corpus
+from ._gsm8k import GSM8K_INSTRUCTION as GSM8K_INSTRUCTION
+from ._gsm8k import gsm8k_exact_match as gsm8k_exact_match
+from ._gsm8k import gsm8k_final_answer as gsm8k_final_answer
+from ._gsm8k import gsm8k_prompt as gsm8k_prompt
 from ._table import DATASETS as DATASETS
 from ._table import MEASURED as MEASURED
 from ._table import LossTable as LossTable

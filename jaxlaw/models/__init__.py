@@ -5,17 +5,24 @@ One `Decoder` covers GPT-2, GPT-NeoX/Pythia, Llama and Qwen2, switched by a froz
 checkpoint moves between jaxlaw and PyTorch unchanged; `load_pretrained` also reads llama.cpp's
 GGUF files (dequantized to float32, `read_gguf`), and `installed_gguf` finds the optional
 SmolLM2-135M-Instruct file. Every projection is a `Linear`, the slot
-`jaxlaw.lora` adapts. No training code lives here.
+`jaxlaw.lora` adapts. `generate` decodes with a key/value cache (`KVCache` of `LayerCache`
+arrays, filled by `Decoder.init_cache` / `Decoder.extend`): greedy or temperature + top-p
+sampling, left- or right-padded prompts, stop tokens, one compiled loop per shape, returning a
+`Generation`. No training code lives here.
 """
 
 from ._attention import Attention as Attention
 from ._attention import apply_rotary as apply_rotary
+from ._cache import KVCache as KVCache
+from ._cache import LayerCache as LayerCache
 from ._config import ModelConfig as ModelConfig
 from ._decoder import MLP as MLP
 from ._decoder import Block as Block
 from ._decoder import Decoder as Decoder
 from ._decoder import Norm as Norm
 from ._decoder import init_model as init_model
+from ._generate import Generation as Generation
+from ._generate import generate as generate
 from ._gguf import SUPPORTED_TYPES as SUPPORTED_TYPES
 from ._gguf import GGUFError as GGUFError
 from ._gguf import installed_gguf as installed_gguf

@@ -1,6 +1,8 @@
 """Causal self-attention with grouped-query heads and (partial) rotary position embeddings.
 
-`Attention` is the module a `Decoder` block holds as ``attn``; `apply_rotary` is the rotary
+`Attention` is the module a `Decoder` block holds as ``attn``: ``__call__`` attends within one
+sequence (training), ``extend`` writes new keys/values into a `LayerCache` and attends over it
+(decoding); both share the projection and attention code. `apply_rotary` is the rotary
 embedding in Hugging Face's ``rotate_half`` convention (Llama, GPT-NeoX, Qwen2).
 """
 
@@ -8,33 +10,46 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .._types import Array, Bool, Float
+from .._types import Array, Bool, Float, Int
+from ._cache import LayerCache
 from ._config import ModelConfig
 from ._linear import Linear
 
 
 def apply_rotary(
-    x: Float[Array, "examples seq heads head_dim"], *, ndims: int, theta: float
+    x: Float[Array, "examples seq heads head_dim"],
+    *,
+    ndims: int,
+    theta: float,
+    positions: Int[Array, "examples seq"] | None = None,
 ) -> Float[Array, "examples seq heads head_dim"]:
     """Rotate the first ``ndims`` dims of every head by position, HF ``rotate_half`` style.
 
     Position ``p`` rotates the pair ``(x[i], x[i + ndims/2])`` by angle
     ``p * theta**(-2i/ndims)``; dims from ``ndims`` on pass through unchanged (Pythia's partial
-    rotary). Positions are ``arange(seq)``, which is right for right-padded batches. The angles
-    are computed in float32 and cast to ``x.dtype``, as transformers does.
+    rotary). The angles are computed in float32 and cast to ``x.dtype``, as transformers does.
 
     Args:
         x: queries or keys, head-split.
         ndims: rotated dims per head (even, at most ``head_dim``).
         theta: RoPE base wavelength.
+        positions: the position of every token, per example (e.g. counting real tokens only,
+            so that left padding does not shift them). ``None`` means ``arange(seq)`` for every
+            example, which is right for right-padded batches.
 
     Returns:
         ``x`` with rotary embeddings applied, same dtype.
     """
     seq = x.shape[1]
     inv_freq = 1.0 / (theta ** (jnp.arange(0, ndims, 2, dtype=jnp.float32) / ndims))
-    angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (seq, ndims/2)
-    angles = jnp.concatenate([angles, angles], axis=-1)[None, :, None, :]  # (1, seq, 1, ndims)
+    # Without positions, the very program of the training forward (one angle table for all).
+    if positions is None:
+        angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (seq, nd/2)
+    else:
+        angles = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    # (1 or examples, seq, 1, ndims): broadcast over heads.
+    angles = angles[None, :, None, :] if positions is None else angles[:, :, None, :]
     cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
     x_rot, x_pass = x[..., :ndims], x[..., ndims:]
     x1, x2 = x_rot[..., : ndims // 2], x_rot[..., ndims // 2 :]
@@ -97,6 +112,8 @@ class Attention(nnx.Module):
     ) -> Float[Array, "examples seq embed"]:
         """Attend from every query position to the keys ``mask[b, query, key]`` allows.
 
+        Positions are ``arange(seq)`` (see `apply_rotary`).
+
         Args:
             x: normalised residual stream.
             mask: True where the query may attend to the key (causal and not padding). A query
@@ -105,6 +122,39 @@ class Attention(nnx.Module):
         Returns:
             The attention output after ``o_proj``.
         """
+        q, k, v = self._project(x, None)
+        return self._attend(q, k, v, mask)
+
+    def extend(
+        self,
+        x: Float[Array, "examples seq embed"],
+        mask: Bool[Array, "examples seq slots"],
+        positions: Int[Array, "examples seq"],
+        cache: LayerCache,
+        index: Int[Array, ""],
+    ) -> tuple[Float[Array, "examples seq embed"], LayerCache]:
+        """Write the new tokens' keys/values at cache slots ``index ..`` and attend over the cache.
+
+        Args:
+            x: normalised residual stream of the new tokens.
+            mask: True where a new token may attend to a cache slot (the slots written here
+                included).
+            positions: position of every new token (rotary embeddings).
+            cache: this layer's keys and values so far.
+            index: first slot to write; ``index + seq`` must not exceed ``slots``.
+
+        Returns:
+            The attention output after ``o_proj``, and the updated cache.
+        """
+        q, k, v = self._project(x, positions)
+        zero = jnp.zeros_like(index)  # start indices must share one dtype, also under x64
+        start = (zero, index, zero, zero)
+        k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start)
+        v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start)
+        return self._attend(q, k, v, mask), LayerCache(k, v)
+
+    def _project(self, x, positions):
+        """Head-split queries, keys and values; rotary applied at ``positions``."""
         c = self.config
         examples, seq, _ = x.shape
         q_size, kv_size = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
@@ -117,8 +167,14 @@ class Attention(nnx.Module):
         k = k.reshape(examples, seq, c.n_kv_heads, c.head_dim)
         v = v.reshape(examples, seq, c.n_kv_heads, c.head_dim)
         if c.positions == "rotary":
-            q = apply_rotary(q, ndims=c.rotary_ndims, theta=c.rope_theta)
-            k = apply_rotary(k, ndims=c.rotary_ndims, theta=c.rope_theta)
+            q = apply_rotary(q, ndims=c.rotary_ndims, theta=c.rope_theta, positions=positions)
+            k = apply_rotary(k, ndims=c.rotary_ndims, theta=c.rope_theta, positions=positions)
+        return q, k, v
+
+    def _attend(self, q, k, v, mask):
+        """Grouped-query attention of ``q`` [b, seq] over ``k``/``v`` [b, keys], then ``o_proj``."""
+        c = self.config
+        examples, seq = q.shape[:2]
         groups = c.n_heads // c.n_kv_heads
         q = q.reshape(examples, seq, c.n_kv_heads, groups, c.head_dim)
         # float32 scores even from bf16 inputs: the softmax is where low precision hurts most.
@@ -128,4 +184,4 @@ class Attention(nnx.Module):
         scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
         probs = softmax(scores).astype(v.dtype)
         out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
-        return self.o_proj(out.reshape(examples, seq, q_size))
+        return self.o_proj(out.reshape(examples, seq, c.n_heads * c.head_dim))

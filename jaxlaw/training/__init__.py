@@ -12,9 +12,14 @@ subset of a pool, vmapped (S2L arms, GradEx's ground-truth fine-tunes)::
     result = train(model, train_set, TrainConfig(steps=200, lr=1e-3), checkpoint_dir="ckpt/")
     losses = evaluate(model, eval_set)                 # ExampleLoss, per example
     print(mean_loss(losses))
+
+`gsm8k_accuracy` scores greedy generation (`jaxlaw.models.generate`) on GSM8K questions by
+exact match of the final number, returning a `GSM8KResult`.
 """
 
 from ._config import TrainConfig as TrainConfig
+from ._gsm8k import GSM8KResult as GSM8KResult
+from ._gsm8k import gsm8k_accuracy as gsm8k_accuracy
 from ._loop import StackResult as StackResult
 from ._loop import TrainResult as TrainResult
 from ._loop import batch_indices as batch_indices
