@@ -47,3 +47,13 @@ def test_bad_csv_names_the_culprit(tmp_path, capsys):
     assert main(["select", str(bad), "--budget", "800"]) == 2
     err = capsys.readouterr().err
     assert "800" in err and "'a'" in err and "Traceback" not in err
+
+
+def test_measured_table_reads_like_a_paper_table(capsys):
+    """smollm2_gsm8k (bundled; experiments/gsm8k_scaling) by name, as `flan` is."""
+    assert main(["fit", "smollm2_gsm8k", "--zero-shot"]) == 0
+    out = capsys.readouterr().out
+    assert "rectified law, multi-start fit on smollm2_gsm8k (1 models)" in out
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in out
+    assert main(["select", "smollm2_gsm8k", "--budget", "16", "--method", "ourfit"]) == 0
+    assert "chosen: HuggingFaceTB/SmolLM2-135M-Instruct" in capsys.readouterr().out

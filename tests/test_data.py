@@ -103,7 +103,12 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def _bundled_files() -> list[str]:
-    return sorted(p.relative_to(bundled_root()).as_posix() for p in bundled_root().rglob("*.csv"))
+    """The bundled paper tables (``measured/`` holds jaxlaw's own, checked separately)."""
+    return sorted(
+        p.relative_to(bundled_root()).as_posix()
+        for sub in ("rectified", "obscaling")
+        for p in (bundled_root() / sub).glob("*.csv")
+    )
 
 
 def _blob_id(data: bytes) -> str:
@@ -206,15 +211,32 @@ def test_table_missing_from_a_root(tmp_path):
         f"loss table 'flan' not found at {tmp_path / 'rectified' / 'flan.csv'}; no tables there; "
         "omit --data / unset JAXLAW_DATA to use the tables bundled with jaxlaw"
     )
-    with pytest.raises(TableError, match=r"'flan' not found.*; available: other$"):
+    with pytest.raises(TableError, match=r"'flan' not found.*; available: other, smollm2_gsm8k$"):
         (tmp_path / "rectified").mkdir()
         (tmp_path / "rectified" / "other.csv").write_text("m,0\na,1\n")
         load_dataset("flan", tmp_path)
     with pytest.raises(
         TableError,
-        match=r"'nope' not found.*available: flan, gigaword, wmt19; other tables are not bundled",
+        match=r"'nope' not found.*available: flan, gigaword, wmt19, smollm2_gsm8k; other tables",
     ):
         load_dataset("nope", bundled_root())
+
+
+def test_measured_table_is_bundled_and_survives_an_override(monkeypatch, tmp_path):
+    """smollm2_gsm8k (experiments/gsm8k_scaling) reads like a paper table; a data folder
+    without it (the papers' own, as the Makefile's JAXLAW_DATA) falls back to the bundle."""
+    bundled = bundled_root() / "measured" / "smollm2_gsm8k.csv"
+    shipped = Path(__file__).resolve().parents[1] / "experiments/gsm8k_scaling/results"
+    assert bundled.read_bytes() == (shipped / "smollm2_gsm8k.csv").read_bytes()
+    monkeypatch.setenv("JAXLAW_DATA", str(_override(tmp_path / "papers")))
+    t = load_dataset("smollm2_gsm8k")
+    assert t.models == ("HuggingFaceTB/SmolLM2-135M-Instruct",) and t.families == ("SmolLM2",)
+    assert t.sizes[0] == 0 and len(t.sizes) >= 6 and np.isfinite(t.loss).all()
+    assert 1.3e8 < t.n_params[0] < 1.4e8
+    assert t.loss[0, -1] < t.loss[0, 0]  # fine-tuning helped
+    (tmp_path / "mine" / "measured").mkdir(parents=True)
+    (tmp_path / "mine" / "measured" / "smollm2_gsm8k.csv").write_text("model,0,16\nm,2.0,1.5\n")
+    assert load_dataset("smollm2_gsm8k", tmp_path / "mine").models == ("m",)
 
 
 # ---------------------------------------------------------------- format and errors

@@ -155,6 +155,25 @@ def test_forced_outputs_score_as_their_text(tiny, monkeypatch):
     assert result.answers[0] == ANSWERS[0] and result.answers[1] == "#### 999"
 
 
+def test_prompt_function_poses_the_questions(tiny, monkeypatch):
+    """``prompt=`` replaces `gsm8k_prompt`: the prompts generate sees are the chat template of
+    exactly what it returns (here the bare question, as a model fine-tuned on it expects)."""
+    model, tok = tiny
+    seen = []
+
+    def spy(model, tokens, mask, **kw):
+        seen.extend(tok.decode(row[m].tolist()) for row, m in zip(tokens, mask))
+        return generate(model, tokens, mask, **kw)
+
+    monkeypatch.setattr(gsm8k_module, "generate", spy)
+    bare = lambda q: [{"role": "user", "content": q}]  # noqa: E731
+    gsm8k_accuracy(model, tok, RECORDS, n=2, max_new_tokens=2, prompt=bare, progress=False)
+    want = {
+        tok.decode(tok.encode(tok.apply_chat_template(bare(r["question"])))) for r in RECORDS[:2]
+    }
+    assert set(seen) == want and not any(GSM8K_INSTRUCTION in s for s in seen)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

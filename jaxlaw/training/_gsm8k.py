@@ -1,14 +1,14 @@
 """GSM8K evaluation by greedy generation: `gsm8k_accuracy` and its `GSM8KResult`.
 
-Each question is posed with `jaxlaw.data.gsm8k_prompt` through the tokenizer's chat template,
-decoded greedily by `jaxlaw.models.generate` until the tokenizer's eos, and scored by
-`jaxlaw.data.gsm8k_exact_match` against the record's reference answer::
+Each question is posed with `jaxlaw.data.gsm8k_prompt` (or the caller's ``prompt``) through the
+tokenizer's chat template, decoded greedily by `jaxlaw.models.generate` until the tokenizer's
+eos, and scored by `jaxlaw.data.gsm8k_exact_match` against the record's reference answer::
 
     result = gsm8k_accuracy(model, tok, load_records("gsm8k/test.jsonl"), n=200)
     print(result.accuracy)
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -44,6 +44,7 @@ def gsm8k_accuracy(
     n: int,
     max_new_tokens: int = 256,
     batch_size: int = 16,
+    prompt: Callable[[str], list[dict[str, Any]]] = gsm8k_prompt,
     progress: bool = True,
 ) -> GSM8KResult:
     """Exact-match accuracy of greedy answers on the first ``n`` GSM8K records.
@@ -61,6 +62,8 @@ def gsm8k_accuracy(
         n: how many records to evaluate, from the first.
         max_new_tokens: generation budget per answer.
         batch_size: questions decoded at once.
+        prompt: question -> chat messages; pose questions as the model was fine-tuned on them
+            (default `jaxlaw.data.gsm8k_prompt`: the question plus a "#### <number>" request).
         progress: show a progress bar over questions (stderr).
 
     Returns:
@@ -84,7 +87,7 @@ def gsm8k_accuracy(
         if ref is None:
             raise ValueError(f"record {i}: reference answer has no number")
         references.append(ref)
-    texts = [tokenizer.apply_chat_template(gsm8k_prompt(r["question"])) for r in records]
+    texts = [tokenizer.apply_chat_template(prompt(r["question"])) for r in records]
     prompts = tokenizer.encode_batch(texts)
     order = np.argsort([len(p) for p in prompts], kind="stable")
     rows_per_batch = min(batch_size, n)
