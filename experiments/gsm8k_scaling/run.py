@@ -194,12 +194,12 @@ def main(argv: list[str] | None = None) -> dict:
         log(f"D={size:5d}: loss {loss:.4f}, {steps} steps, {secs:.0f} s")
 
     if not a.no_em:
-        exact_match(cfg, out, model, tok, test_recs[: cfg.em_examples], cells, key)
+        exact_match(cfg, out, model, tok, test_recs[: cfg.em_examples], cells)
     summary = report(cfg, out, cells, n_params, a.full)
     return summary
 
 
-def exact_match(cfg, out: Path, model, tok, records, cells: dict, key: str) -> None:
+def exact_match(cfg, out: Path, model, tok, records, cells: dict) -> None:
     """Greedy exact match at the zero-shot and largest cells (stored in their cell records)."""
     from jaxlaw.training import gsm8k_accuracy
 
