@@ -5,7 +5,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxlaw.data import DATASETS, MEASURED, LossTable, TableError, load_dataset, load_table, take_models
+from jaxlaw.data import (
+    DATASETS,
+    MEASURED,
+    LossTable,
+    TableError,
+    load_dataset,
+    load_table,
+    take_models,
+)
 
 from ._tables import human_count, print_table
 
@@ -117,6 +125,9 @@ def cmd_select(a: argparse.Namespace) -> None:
             f"--predict {target} is at or below the budget {a.budget}: the question is which "
             "model is best at a larger size than the budget (raise --predict or lower --budget)"
         )
+    if a.uncertainty or a.json:
+        _select_uncertain(a, table, target)
+        return
     options = {}
     if a.method == "ats":
         options = dict(k=a.k, delta=a.delta, faithful=not a.fixed)
@@ -159,6 +170,47 @@ def cmd_select(a: argparse.Namespace) -> None:
             f"RelAcc {rel_acc(sel.chosen, truth):.4f}   "
             f"PearCorr {pearson(sel.feature.astype(np.float32), truth.astype(np.float32)):.4f}"
         )
+
+
+def _select_uncertain(a: argparse.Namespace, table: LossTable, target: int) -> None:
+    """``select --uncertainty [--json]``: bands, P(best) and the pick's expected regret."""
+    import json
+
+    from jaxlaw.selection import display_name, select_uncertain
+
+    laws = {"ourfit": "rectified", "vanillafit": "vanilla"}
+    if a.method not in laws:
+        raise ValueError(
+            f"--uncertainty needs a law-based method (--method ourfit or vanillafit), "
+            f"not {a.method}"
+        )
+    u = select_uncertain(table, a.budget, target, law=laws[a.method], n_boot=a.n_boot, seed=a.seed)
+    entries = [
+        {"model": m, "pred": p, "lo": lo, "hi": hi, "p_best": pb}
+        for m, p, lo, hi, pb in zip(u.models, *(v.tolist() for v in (u.pred, u.lo, u.hi, u.p_best)))
+    ]
+    if a.json:
+        print(json.dumps({
+            "models": entries, "chosen": u.models[u.chosen], "expected_regret": u.regret,
+            "level": u.level, "budget": a.budget, "target": target, "law": laws[a.method],
+            "n_boot": a.n_boot, "dropped_replicates": int(u.dropped.sum()),
+        }))  # fmt: skip
+        return
+    pct = f"{u.level:.0%}"
+    header = ["model", f"pred L({target})", f"{pct} lo", f"{pct} hi", "P(best)"]
+    order = np.argsort(u.pred, kind="stable")
+    rows = [
+        [u.models[i], f"{u.pred[i]:.4f}", f"{u.lo[i]:.4f}", f"{u.hi[i]:.4f}", f"{u.p_best[i]:.3f}"]
+        for i in order
+    ]
+    print_table(
+        f"{display_name(a.method)} with {a.n_boot} residual-bootstrap replicates on {table.name}: "
+        f"budget M = {a.budget}, target T = {target}",
+        header,
+        rows,
+    )
+    print(f"chosen: {u.models[u.chosen]} (P(best) {u.p_best[u.chosen]:.3f}, expected regret "
+          f"{u.regret:.4f}; {int(u.dropped.sum())} replicates dropped: not converged)")  # fmt: skip
 
 
 def add_fit(f: argparse.ArgumentParser) -> None:
@@ -222,4 +274,12 @@ def add_select(s: argparse.ArgumentParser) -> None:
         help="ModelSize feature: -ln size (comparable) or the reference's +ln size",
     )
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="bootstrap bands on L(T), P(best) per model and the pick's expected regret "
+        "(--method ourfit or vanillafit)",
+    )
+    s.add_argument("--json", action="store_true", help="print the --uncertainty result as JSON")
+    s.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates per model")
     s.set_defaults(float64=True, run=cmd_select)

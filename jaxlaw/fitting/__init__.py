@@ -20,6 +20,7 @@ from ._fit import fit_curve as fit_curve
 from ._fit import fit_curves as fit_curves
 from ._fit import predict as predict
 from ._interval import Interval as Interval
+from ._interval import bootstrap_predictions as bootstrap_predictions
 from ._interval import predict_interval as predict_interval
 from ._reference import fit_rectified_reference as fit_rectified_reference
 from ._reference import fit_vanilla_reference as fit_vanilla_reference

@@ -98,6 +98,88 @@ def _resample(kind: str, key, log_d, log_l, mask, fitted, n_boot: int):
     return log_d[idx], log_l[idx], keep
 
 
+class _Flat(NamedTuple):
+    """Curves flattened to one leading axis, plus what undoes it."""
+
+    log_d: Array
+    log_l: Array
+    mask: Array
+    params: object
+    fitted: Array  # the fit's log loss at every point
+    ok: Array  # the fit has a curve (finite objective)
+    at: Array
+    batch: tuple[int, ...]
+
+
+def _flatten(law: Law, fit: FitResult, at, log_d, log_l, mask) -> _Flat:
+    at = jnp.asarray(at, jnp.float64)
+    if at.ndim > 1:
+        raise ValueError(f"at must be a scalar or a 1-D array of log sizes, got shape {at.shape}")
+    log_l = jnp.asarray(log_l)
+    if mask is None:
+        mask = jnp.isfinite(log_l)
+    batch, n = log_l.shape[:-1], log_l.shape[-1]
+    flat_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape).reshape(-1, n)
+    flat_m = jnp.broadcast_to(jnp.asarray(mask, bool), log_l.shape).reshape(-1, n)
+    flat_l = jnp.where(flat_m, log_l.reshape(-1, n), 0.0)
+    params = jax.tree.map(lambda a: jnp.reshape(a, (-1,)), fit.params)
+    # A band needs a fitted curve, not a converged one: degenerate fits (ok False, finite
+    # loss) still have a curve; their bootstrap replicates are judged one by one.
+    ok = jnp.reshape(jnp.isfinite(fit.loss), (-1,))
+    fitted = jax.vmap(law.predict)(params, flat_d)
+    return _Flat(flat_d, flat_l, flat_m, params, fitted, ok, jnp.atleast_1d(at), batch)
+
+
+def _bootstrap(law: Law, f: _Flat, n_boot: int, resampling: str, n_inits, key):
+    """(log predictions ``(curves, n_boot, targets)``, usable ``(curves, n_boot)``)."""
+    if resampling not in RESAMPLING:
+        raise ValueError(
+            f"unknown resampling {resampling!r}; choose one of {', '.join(RESAMPLING)}"
+        )
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be >= 2, got {n_boot}")
+    if key is None:
+        raise ValueError("the bootstrap needs a PRNG key: pass key=jax.random.key(...)")
+    k_res, k_fit = jr.split(key)
+    boot_d, boot_l, boot_m = jax.vmap(
+        lambda k, d, l_, m, fv: _resample(resampling, k, d, l_, m, fv, n_boot)
+    )(jr.split(k_res, f.log_l.shape[0]), f.log_d, f.log_l, f.mask, f.fitted)
+    refit = fit_curves(law, boot_d, boot_l, boot_m, key=k_fit, n_inits=n_inits)
+    preds = jax.vmap(jax.vmap(law.predict, (0, None)), (0, None))(refit.params, f.at)
+    usable = refit.ok & jnp.all(jnp.isfinite(preds), axis=-1) & f.ok[:, None]
+    return preds, usable
+
+
+@in_float64
+def bootstrap_predictions(
+    law: Law,
+    fit: FitResult,
+    at: Float[ArrayLike, "*targets"],
+    *,
+    log_d: Float[ArrayLike, "*#curves points"],
+    log_l: Float[ArrayLike, "*curves points"],
+    mask: Bool[ArrayLike, "*#curves points"] | None = None,
+    n_boot: int = 200,
+    resampling: str = "residual",
+    n_inits: int | None = None,
+    key: Key | None = None,
+) -> tuple[Float[Array, "*curves boot targets"], Bool[Array, "*curves boot"]]:
+    """The bootstrap replicates behind `predict_interval` (for joint questions such as P(best)).
+
+    Same arguments as `predict_interval`'s bootstrap.
+
+    Returns:
+        ``(log_pred, usable)``: every replicate's natural-log prediction at ``at``, and whether
+        the replicate converged with finite predictions (and the curve's own fit exists).
+    """
+    f = _flatten(law, fit, at, log_d, log_l, mask)
+    preds, usable = _bootstrap(law, f, n_boot, resampling, n_inits, key)
+    return (
+        preds.reshape(f.batch + preds.shape[1:]),
+        usable.reshape(f.batch + usable.shape[1:]),
+    )
+
+
 @in_float64
 def predict_interval(
     law: Law,
@@ -139,55 +221,24 @@ def predict_interval(
         raise ValueError(f"unknown interval method {method!r}; choose one of {', '.join(METHODS)}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    at = jnp.asarray(at, jnp.float64)
-    if at.ndim > 1:
-        raise ValueError(f"at must be a scalar or a 1-D array of log sizes, got shape {at.shape}")
-    at = jnp.atleast_1d(at)
-    log_l = jnp.asarray(log_l)
-    if mask is None:
-        mask = jnp.isfinite(log_l)
-    batch, n = log_l.shape[:-1], log_l.shape[-1]
-    flat_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape).reshape(-1, n)
-    flat_m = jnp.broadcast_to(jnp.asarray(mask, bool), log_l.shape).reshape(-1, n)
-    flat_l = jnp.where(flat_m, log_l.reshape(-1, n), 0.0)
-    params = jax.tree.map(lambda a: jnp.reshape(a, (-1,)), fit.params)
-    # The band needs a fitted curve, not a converged one: degenerate fits (ok False, finite
-    # loss) still have a curve; their bootstrap replicates are judged one by one.
-    ok = jnp.reshape(jnp.isfinite(fit.loss), (-1,))
-    curves = flat_l.shape[0]
-    shape = batch + at.shape
+    f = _flatten(law, fit, at, log_d, log_l, mask)
+    shape = f.batch + f.at.shape
 
     def out(lower, median, upper, kept, dropped) -> Interval:
-        bad = ~ok[:, None]
         lower, median, upper = (
-            jnp.where(bad, jnp.nan, v).reshape(shape) for v in (lower, median, upper)
+            jnp.where(f.ok[:, None], v, jnp.nan).reshape(shape) for v in (lower, median, upper)
         )
-        return Interval(lower, median, upper, kept.reshape(batch), dropped.reshape(batch))
+        return Interval(lower, median, upper, kept.reshape(f.batch), dropped.reshape(f.batch))
 
     if method == "laplace":
-        pred, se, dof = _laplace(law, params, flat_d, flat_l, flat_m, at)
+        pred, se, dof = _laplace(law, f.params, f.log_d, f.log_l, f.mask, f.at)
         dof = np.asarray(dof)
         q = np.where(dof > 0, scipy.stats.t.ppf(0.5 + level / 2, np.maximum(dof, 1)), np.nan)
         half = jnp.asarray(q)[:, None] * se
-        zero = jnp.zeros(curves, jnp.int32)
+        zero = jnp.zeros(f.ok.shape, jnp.int32)
         return out(jnp.exp(pred - half), jnp.exp(pred), jnp.exp(pred + half), zero, zero)
 
-    if resampling not in RESAMPLING:
-        raise ValueError(
-            f"unknown resampling {resampling!r}; choose one of {', '.join(RESAMPLING)}"
-        )
-    if n_boot < 2:
-        raise ValueError(f"n_boot must be >= 2, got {n_boot}")
-    if key is None:
-        raise ValueError("the bootstrap needs a PRNG key: pass key=jax.random.key(...)")
-    fitted = jax.vmap(law.predict)(params, flat_d)
-    k_res, k_fit = jr.split(key)
-    boot_d, boot_l, boot_m = jax.vmap(
-        lambda k, d, l_, m, f: _resample(resampling, k, d, l_, m, f, n_boot)
-    )(jr.split(k_res, curves), flat_d, flat_l, flat_m, fitted)  # (curves, n_boot, n)
-    refit = fit_curves(law, boot_d, boot_l, boot_m, key=k_fit, n_inits=n_inits)
-    preds = jax.vmap(jax.vmap(law.predict, (0, None)), (0, None))(refit.params, at)  # (c, b, t)
-    usable = refit.ok & jnp.all(jnp.isfinite(preds), axis=-1)  # (curves, n_boot)
+    preds, usable = _bootstrap(law, f, n_boot, resampling, n_inits, key)
     alpha = (1 - level) / 2
     qs = jax.vmap(
         jax.vmap(lambda x, m: masked_quantiles(x, m, (alpha, 0.5, 1 - alpha)), (1, None), 1), (0, 0)

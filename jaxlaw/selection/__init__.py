@@ -53,3 +53,5 @@ from ._select import BUDGETS as BUDGETS
 from ._select import Selection as Selection
 from ._select import select as select
 from ._select import selection_grid as selection_grid
+from ._uncertain import Uncertain as Uncertain
+from ._uncertain import select_uncertain as select_uncertain
