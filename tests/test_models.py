@@ -24,7 +24,7 @@ from jaxlaw.models import (
     save_pretrained,
 )
 
-FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2")
 VOCAB, SEQ = 100, 10
 LENGTHS = (10, 7, 4)  # right padding: row i holds LENGTHS[i] real tokens
 
@@ -57,8 +57,11 @@ def _leaves(model: Decoder) -> dict:
 def hf():
     torch = pytest.importorskip("torch", reason="PyTorch parity tests need torch")
     transformers = pytest.importorskip("transformers")
-    torch.set_num_threads(2)
-    return torch, transformers
+    # One thread: torch's 2-thread pool spin-waits on this shared 2-core machine (15x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch, transformers
+    torch.set_num_threads(threads)
 
 
 def _hf_model(hf, family: str):
@@ -85,8 +88,35 @@ def _hf_model(hf, family: str):
         )
     elif family == "llama":  # grouped-query attention, untied head
         config = transformers.LlamaConfig(**common, num_key_value_heads=2)
-    else:  # q/k/v biases, tied head
+    elif family == "qwen2":  # q/k/v biases, tied head
         config = transformers.Qwen2Config(**common, num_key_value_heads=2, tie_word_embeddings=True)
+    elif family == "mistral":  # a window of 4 < SEQ, so it bites
+        config = transformers.MistralConfig(**common, num_key_value_heads=2, sliding_window=4)
+    elif family == "phi3":  # fused qkv / gate_up; LongRoPE past an original length of 8 < SEQ
+        rope = dict(
+            rope_type="longrope",
+            rope_theta=10000.0,
+            short_factor=[1.0 + 0.1 * i for i in range(8)],
+            long_factor=[1.0 + 0.7 * i for i in range(8)],
+            original_max_position_embeddings=8,
+        )
+        config = transformers.Phi3Config(
+            **common,
+            num_key_value_heads=2,
+            rope_parameters=rope,
+            original_max_position_embeddings=8,
+            pad_token_id=None,
+        )
+    else:  # local/global layers, soft-caps low enough to bite, query scalar != head_dim
+        config = transformers.Gemma2Config(
+            **common,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=4,
+            query_pre_attn_scalar=24,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=5.0,
+        )
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     with torch.no_grad():
@@ -276,8 +306,9 @@ def test_config_reads_transformers4_spelling():
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="unsupported model_type 'mistral'.*gpt2, gpt_neox"):
-        ModelConfig.from_hf({"model_type": "mistral"})
+    match = "unsupported model_type 'mamba'; supported: gpt2, gpt_neox, llama, qwen2, mistral, "
+    with pytest.raises(ValueError, match=match + "phi3, gemma2$"):
+        ModelConfig.from_hf({"model_type": "mamba"})
     with pytest.raises(ValueError, match="hidden_size 60 not divisible by n_heads 8"):
         ModelConfig.tiny("gpt2", hidden_size=60, n_heads=8)
     with pytest.raises(ValueError, match="n_heads 4 not divisible by n_kv_heads 3"):
@@ -285,6 +316,15 @@ def test_config_errors():
     with pytest.raises(ValueError, match="rope_type='yarn'"):
         cfg = ModelConfig.tiny("llama").to_hf()
         ModelConfig.from_hf(cfg | {"rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    with pytest.raises(ValueError, match="phi3 with rope_type='yarn' is not supported"):
+        cfg = ModelConfig.tiny("phi3").to_hf()
+        ModelConfig.from_hf(cfg | {"rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    with pytest.raises(ValueError, match="LongRoPE factors need rotary_ndims // 2 = 8 entries"):
+        ModelConfig.tiny("phi3", rope_long_factor=(1.0,))
+    with pytest.raises(ValueError, match=r"full_attention_layers \(2,\) outside \[0, 2\)"):
+        ModelConfig.tiny("gemma2", full_attention_layers=(2,))
+    with pytest.raises(ValueError, match="family 'mistral' requires"):
+        ModelConfig.tiny("mistral", attn_softcap=5.0).to_hf()
 
 
 # --------------------------------------------------------------------------- forward invariants
@@ -303,6 +343,18 @@ def test_padding_invariance(family):
     n = LENGTHS[2]
     alone = np.asarray(model(tokens[2:, :n]))
     np.testing.assert_allclose(a[2, :n], alone[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+def test_sliding_window_hides_tokens_beyond_it(family):
+    """One local layer of window 4: token 0 reaches positions 0-3 and no further (exact)."""
+    config = ModelConfig.tiny(family, n_layers=1, full_attention_layers=())
+    model = _perturbed(config)
+    tokens, _ = _batch()
+    a = np.asarray(model(tokens))
+    b = np.asarray(model(tokens.at[:, 0].set((tokens[:, 0] + 1) % VOCAB)))
+    np.testing.assert_array_equal(a[:, 4:], b[:, 4:])
+    assert np.abs(a[:, 3] - b[:, 3]).min() > 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)

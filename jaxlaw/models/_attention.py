@@ -22,12 +22,15 @@ def apply_rotary(
     ndims: int,
     theta: float,
     positions: Int[Array, "examples seq"] | None = None,
+    factors: Float[Array, " half"] | None = None,
+    attention_factor: float = 1.0,
 ) -> Float[Array, "examples seq heads head_dim"]:
     """Rotate the first ``ndims`` dims of every head by position, HF ``rotate_half`` style.
 
     Position ``p`` rotates the pair ``(x[i], x[i + ndims/2])`` by angle
-    ``p * theta**(-2i/ndims)``; dims from ``ndims`` on pass through unchanged (Pythia's partial
-    rotary). The angles are computed in float32 and cast to ``x.dtype``, as transformers does.
+    ``p * theta**(-2i/ndims) / factors[i]``; dims from ``ndims`` on pass through unchanged
+    (Pythia's partial rotary). The angles, cos and sin are computed in float32 and cast to
+    ``x.dtype``, as transformers does.
 
     Args:
         x: queries or keys, head-split.
@@ -36,12 +39,15 @@ def apply_rotary(
         positions: the position of every token, per example (e.g. counting real tokens only,
             so that left padding does not shift them). ``None`` means ``arange(seq)`` for every
             example, which is right for right-padded batches.
+        factors: LongRoPE's ``ndims // 2`` frequency divisors; ``None`` means all 1.
+        attention_factor: LongRoPE's multiplier of cos and sin.
 
     Returns:
         ``x`` with rotary embeddings applied, same dtype.
     """
     seq = x.shape[1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, ndims, 2, dtype=jnp.float32) / ndims))
+    wavelength = theta ** (jnp.arange(0, ndims, 2, dtype=jnp.float32) / ndims)
+    inv_freq = 1.0 / (wavelength if factors is None else factors * wavelength)
     # Without positions, the very program of the training forward (one angle table for all).
     if positions is None:
         angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (seq, nd/2)
@@ -50,7 +56,10 @@ def apply_rotary(
     angles = jnp.concatenate([angles, angles], axis=-1)
     # (1 or examples, seq, 1, ndims): broadcast over heads.
     angles = angles[None, :, None, :] if positions is None else angles[:, :, None, :]
-    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    if attention_factor != 1.0:
+        cos, sin = cos * attention_factor, sin * attention_factor
+    cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
     x_rot, x_pass = x[..., :ndims], x[..., ndims:]
     x1, x2 = x_rot[..., : ndims // 2], x_rot[..., ndims // 2 :]
     rotated = jnp.concatenate([-x2, x1], axis=-1)
@@ -85,7 +94,9 @@ class Attention(nnx.Module):
     heads contiguous inside each part, or ``q_proj``/``k_proj``/``v_proj`` (Llama, Qwen2); the
     output projection is ``o_proj``. Query head ``h`` reads key/value head
     ``h // (n_heads // n_kv_heads)``, as transformers' ``repeat_kv`` does. Scores are scaled by
-    ``head_dim**-0.5`` and the softmax runs in float32.
+    ``head_dim**-0.5`` (``query_pre_attn_scalar**-0.5`` when set), soft-capped when
+    ``attn_softcap`` is set, and the softmax runs in float32. Sliding windows live in the
+    ``mask`` the `Decoder` passes in.
 
     Args:
         config: the architecture.
@@ -167,9 +178,23 @@ class Attention(nnx.Module):
         k = k.reshape(examples, seq, c.n_kv_heads, c.head_dim)
         v = v.reshape(examples, seq, c.n_kv_heads, c.head_dim)
         if c.positions == "rotary":
-            q = apply_rotary(q, ndims=c.rotary_ndims, theta=c.rope_theta, positions=positions)
-            k = apply_rotary(k, ndims=c.rotary_ndims, theta=c.rope_theta, positions=positions)
+            rope = dict(ndims=c.rotary_ndims, theta=c.rope_theta, positions=positions)
+            if c.rope_long_factor is not None:
+                rope |= self._longrope(seq, positions)
+            q, k = apply_rotary(q, **rope), apply_rotary(k, **rope)
         return q, k, v
+
+    def _longrope(self, seq, positions):
+        """LongRoPE's factors for this call: long once ``max(position) + 1`` exceeds the original
+        context (static in the training forward, where positions are ``arange(seq)``)."""
+        c = self.config
+        short = jnp.asarray(c.rope_short_factor, jnp.float32)
+        long = jnp.asarray(c.rope_long_factor, jnp.float32)
+        if positions is None:
+            factors = long if seq > c.rope_original_max_positions else short
+        else:
+            factors = jnp.where(jnp.max(positions) + 1 > c.rope_original_max_positions, long, short)
+        return dict(factors=factors, attention_factor=c.rope_attention_factor)
 
     def _attend(self, q, k, v, mask):
         """Grouped-query attention of ``q`` [b, seq] over ``k``/``v`` [b, keys], then ``o_proj``."""
@@ -179,7 +204,9 @@ class Attention(nnx.Module):
         q = q.reshape(examples, seq, c.n_kv_heads, groups, c.head_dim)
         # float32 scores even from bf16 inputs: the softmax is where low precision hurts most.
         scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32)
-        scores = scores * c.head_dim**-0.5
+        scores = scores * (c.query_pre_attn_scalar or c.head_dim) ** -0.5
+        if c.attn_softcap is not None:
+            scores = jnp.tanh(scores / c.attn_softcap) * c.attn_softcap
         # A finite fill (not -inf) keeps fully masked rows finite: softmax makes them uniform.
         scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
         probs = softmax(scores).astype(v.dtype)

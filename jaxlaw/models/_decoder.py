@@ -1,6 +1,7 @@
 """`Decoder`: the decoder-only transformer behind every supported family, as a Flax NNX module.
 
-One module tree for GPT-2, GPT-NeoX/Pythia, Llama and Qwen2, switched by `ModelConfig`::
+One module tree for GPT-2, GPT-NeoX/Pythia, Llama, Qwen2, Mistral, Phi-3 and Gemma-2, switched
+by `ModelConfig`::
 
     Decoder
       embed            nnx.Embed [vocab, hidden]
@@ -8,8 +9,10 @@ One module tree for GPT-2, GPT-NeoX/Pythia, Llama and Qwen2, switched by `ModelC
       blocks[i]        nnx.List of Block
         attn_norm      Norm
         attn           Attention: qkv | q_proj, k_proj, v_proj; o_proj
+        attn_post_norm Norm                                (post_norms only)
         mlp_norm       Norm
-        mlp            MLP: up_proj, gate_proj (gated only), down_proj
+        mlp            MLP: up_proj, gate_proj (gated) | gate_up_proj (fused); down_proj
+        mlp_post_norm  Norm                                (post_norms only)
       final_norm       Norm
       lm_head          Linear [hidden, vocab]              (untied only)
 
@@ -38,16 +41,21 @@ def _last_axis(v: Array, like: Array) -> Array:
 class Norm(nnx.Module):
     """LayerNorm (``scale``, ``bias``) or RMSNorm (``scale`` only), computed in float32.
 
+    With ``config.norm_plus_one`` (Gemma) the output is multiplied by ``1 + scale`` and the
+    scale starts at zero.
+
     Args:
         size: normalised width.
-        config: supplies ``norm``, ``norm_eps`` and the dtypes.
+        config: supplies ``norm``, ``norm_eps``, ``norm_plus_one`` and the dtypes.
     """
 
     def __init__(self, size: int, config: ModelConfig):
         self.kind = config.norm
         self.eps = config.norm_eps
         self.dtype = config.compute_dtype
-        self.scale = nnx.Param(jnp.ones((size,), config.storage_dtype))
+        self.plus_one = config.norm_plus_one
+        init = jnp.zeros if self.plus_one else jnp.ones
+        self.scale = nnx.Param(init((size,), config.storage_dtype))
         layernorm = config.norm == "layernorm"
         self.bias = nnx.Param(jnp.zeros((size,), config.storage_dtype)) if layernorm else None
 
@@ -56,7 +64,8 @@ class Norm(nnx.Module):
         if self.kind == "layernorm":
             x = x - x.mean(axis=-1, keepdims=True)
         y = x * jax.lax.rsqrt(jnp.square(x).mean(axis=-1, keepdims=True) + self.eps)
-        y = y * _last_axis(self.scale[...].astype(jnp.float32), y)
+        scale = self.scale[...].astype(jnp.float32)
+        y = y * _last_axis(1.0 + scale if self.plus_one else scale, y)
         if self.bias is not None:
             y = y + _last_axis(self.bias[...].astype(jnp.float32), y)
         return y.astype(self.dtype)
@@ -64,6 +73,9 @@ class Norm(nnx.Module):
 
 class MLP(nnx.Module):
     """``down_proj(act(up_proj(x)))``, or ``down_proj(act(gate_proj(x)) * up_proj(x))`` when gated.
+
+    With ``fused_gate_up`` (Phi-3) one ``gate_up_proj`` computes ``[gate | up]`` instead of
+    ``gate_proj`` and ``up_proj`` (both ``None`` then).
 
     Args:
         config: the architecture.
@@ -74,17 +86,21 @@ class MLP(nnx.Module):
         c = config
         self.activation = c.activation
         kw = dict(use_bias=c.mlp_bias, dtype=c.compute_dtype, param_dtype=c.storage_dtype)
-        self.up_proj = Linear(c.hidden_size, c.intermediate_size, **kw, rngs=rngs)
-        self.gate_proj = (
-            Linear(c.hidden_size, c.intermediate_size, **kw, rngs=rngs) if c.gated_mlp else None
-        )
-        self.down_proj = Linear(c.intermediate_size, c.hidden_size, **kw, rngs=rngs)
+        h, m = c.hidden_size, c.intermediate_size
+        self.gate_up_proj = Linear(h, 2 * m, **kw, rngs=rngs) if c.fused_gate_up else None
+        self.up_proj = None if c.fused_gate_up else Linear(h, m, **kw, rngs=rngs)
+        gated = c.gated_mlp and not c.fused_gate_up
+        self.gate_proj = Linear(h, m, **kw, rngs=rngs) if gated else None
+        self.down_proj = Linear(m, h, **kw, rngs=rngs)
 
     def __call__(self, x: Float[Array, "*batch embed"]) -> Float[Array, "*batch embed"]:
         if self.activation == "silu":
             act = jax.nn.silu
         else:  # "gelu_new" is the tanh approximation, "gelu" the exact erf form.
             act = lambda h: jax.nn.gelu(h, approximate=self.activation == "gelu_new")  # noqa: E731
+        if self.gate_up_proj is not None:
+            gate, up = jnp.split(self.gate_up_proj(x), 2, axis=-1)
+            return self.down_proj(act(gate) * up)
         if self.gate_proj is None:
             return self.down_proj(act(self.up_proj(x)))
         return self.down_proj(act(self.gate_proj(x)) * self.up_proj(x))
@@ -92,6 +108,9 @@ class MLP(nnx.Module):
 
 class Block(nnx.Module):
     """Pre-norm transformer block; sequential or parallel (GPT-NeoX) residual.
+
+    With ``post_norms`` (Gemma-2) the attention and MLP outputs are normalised again
+    (``attn_post_norm``, ``mlp_post_norm``) before their residual adds.
 
     Args:
         config: the architecture.
@@ -104,6 +123,9 @@ class Block(nnx.Module):
         self.attn = Attention(config, rngs=rngs)
         self.mlp_norm = Norm(config.hidden_size, config)
         self.mlp = MLP(config, rngs=rngs)
+        post = config.post_norms
+        self.attn_post_norm = Norm(config.hidden_size, config) if post else None
+        self.mlp_post_norm = Norm(config.hidden_size, config) if post else None
 
     def __call__(
         self, x: Float[Array, "examples seq embed"], mask: Bool[Array, "examples seq seq"]
@@ -125,12 +147,15 @@ class Block(nnx.Module):
     def _residual(self, x, attn):
         if self.parallel_residual:
             return x + attn + self.mlp(self.mlp_norm(x))
-        x = x + attn
-        return x + self.mlp(self.mlp_norm(x))
+        if self.attn_post_norm is None:
+            x = x + attn
+            return x + self.mlp(self.mlp_norm(x))
+        x = x + self.attn_post_norm(attn)
+        return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))
 
 
 class Decoder(nnx.Module):
-    """Decoder-only transformer language model (GPT-2, GPT-NeoX, Llama, Qwen2 by config).
+    """Decoder-only transformer language model (every family of `ModelConfig`, by config).
 
     Initialisation follows transformers: normal(0.02) kernels and embeddings, zero biases,
     unit norm scales. Load real weights with `jaxlaw.models.load_pretrained`.
@@ -198,14 +223,21 @@ class Decoder(nnx.Module):
         valid = jnp.ones(tokens.shape, bool) if attention_mask is None else attention_mask
         causal = jnp.tril(jnp.ones((seq, seq), bool))
         mask = causal[None, :, :] & valid[:, None, :]  # (examples, query, key)
-        for block in self.blocks:
-            x = block(x, mask)
+        local = None
+        if c.sliding_window is not None:
+            query = jnp.arange(seq)
+            window = query[:, None] - query[None, :] < c.sliding_window  # (query, key)
+            local = mask & window[None, :, :]
+        for i, block in enumerate(self.blocks):
+            x = block(x, local if c.is_sliding(i) else mask)
         return self.final_norm(x)
 
     def _embed(self, tokens, positions):
         """Token embeddings plus learned position embeddings (``arange(seq)`` when None)."""
         c = self.config
         x = self.embed(tokens).astype(c.compute_dtype)
+        if c.scale_embeddings:  # Gemma: the scalar sqrt(hidden) rounded to the compute dtype
+            x = x * jnp.asarray(c.hidden_size**0.5, c.compute_dtype)
         if self.pos_embed is None:
             return x
         if positions is None:
@@ -232,7 +264,8 @@ class Decoder(nnx.Module):
         shape = (examples, slots, c.n_kv_heads, c.head_dim)
         zeros = jnp.zeros(shape, c.compute_dtype)
         layers = tuple(LayerCache(zeros, zeros) for _ in range(c.n_layers))
-        return KVCache(layers, jnp.zeros((examples, slots), bool), jnp.zeros((), jnp.int32))
+        empty = jnp.zeros((examples, slots), bool)
+        return KVCache(layers, empty, jnp.zeros((), jnp.int32), jnp.zeros(empty.shape, jnp.int32))
 
     def extend(
         self,
@@ -246,7 +279,10 @@ class Decoder(nnx.Module):
         The tokens go into slots ``cache.index .. cache.index + seq`` of every example. Token
         ``i`` attends to the cache slots before and at its own that hold real tokens, so a
         prompt run through `extend` in one call, or in pieces, gives the logits of
-        ``__call__`` on the whole sequence (with the same positions).
+        ``__call__`` on the whole sequence (with the same positions). With LongRoPE, each call
+        rotates its tokens with the factors its own longest position picks, so once a sequence
+        outgrows ``rope_original_max_positions`` the earlier slots no longer match: the cache
+        has to be rebuilt then, as transformers and `jaxlaw.models.generate` do.
 
         Args:
             tokens: new token ids (a padded prompt, or one token per example while decoding).
@@ -289,23 +325,40 @@ class Decoder(nnx.Module):
             positions = jnp.maximum(before + counted - 1, 0)
         start = (jnp.zeros_like(cache.index), cache.index)  # one index dtype, also under x64
         valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, start)
+        slot_positions = cache.positions
+        slot_positions = jax.lax.dynamic_update_slice(
+            slot_positions, positions.astype(slot_positions.dtype), start
+        )
         query_slot = cache.index + jnp.arange(seq, dtype=jnp.int32)
         causal = jnp.arange(slots, dtype=jnp.int32)[None, :] <= query_slot[:, None]
         mask = causal[None, :, :] & valid[:, None, :]  # (examples, query, slot)
+        local = None
+        c = self.config
+        if c.sliding_window is not None:  # by position, so padding slots do not count
+            distance = positions[:, :, None] - slot_positions[:, None, :]  # (examples, query, slot)
+            local = mask & (distance < c.sliding_window)
         x = self._embed(tokens, positions)
         layers = []
-        for block, layer in zip(self.blocks, cache.layers, strict=True):
-            x, layer = block.extend(x, mask, positions, layer, cache.index)
+        for i, (block, layer) in enumerate(zip(self.blocks, cache.layers, strict=True)):
+            attend = local if c.is_sliding(i) else mask
+            x, layer = block.extend(x, attend, positions, layer, cache.index)
             layers.append(layer)
-        return self.final_norm(x), KVCache(tuple(layers), valid, cache.index + seq)
+        cache = KVCache(tuple(layers), valid, cache.index + seq, slot_positions)
+        return self.final_norm(x), cache
 
     def unembed(
         self, hidden: Float[Array, "examples seq embed"]
     ) -> Float[Array, "examples seq vocab"]:
-        """Apply the LM head (``lm_head``, or the transposed embedding when tied); float32 out."""
+        """Apply the LM head (``lm_head``, or the transposed embedding when tied); float32 out.
+
+        With ``final_softcap`` the logits are ``cap * tanh(logits / cap)`` (Gemma-2).
+        """
         if self.lm_head is None:
-            return self.embed.attend(hidden).astype(jnp.float32)
-        return self.lm_head(hidden).astype(jnp.float32)
+            logits = self.embed.attend(hidden).astype(jnp.float32)
+        else:
+            logits = self.lm_head(hidden).astype(jnp.float32)
+        cap = self.config.final_softcap
+        return logits if cap is None else jnp.tanh(logits / cap) * cap
 
     def __call__(
         self,
