@@ -9,7 +9,7 @@ from flax import nnx
 from jaxlaw.lora import LoraConfig, apply_lora, linear_paths, lora_paths, merge_lora, split_lora
 from jaxlaw.models import ModelConfig, init_model
 
-FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2")
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt")
 
 
 def _tokens(cfg, n=3, seq=12, seed=0):

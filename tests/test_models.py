@@ -24,7 +24,7 @@ from jaxlaw.models import (
     save_pretrained,
 )
 
-FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2")
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt")
 VOCAB, SEQ = 100, 10
 LENGTHS = (10, 7, 4)  # right padding: row i holds LENGTHS[i] real tokens
 
@@ -107,6 +107,18 @@ def _hf_model(hf, family: str):
             original_max_position_embeddings=8,
             pad_token_id=None,
         )
+    elif family == "opt":  # learned positions offset by 2, ReLU, tied head
+        config = transformers.OPTConfig(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            ffn_dim=128,
+            max_position_embeddings=64,
+            word_embed_proj_dim=64,
+            pad_token_id=None,
+            use_cache=False,
+        )
     else:  # local/global layers, soft-caps low enough to bite, query scalar != head_dim
         config = transformers.Gemma2Config(
             **common,
@@ -148,6 +160,30 @@ def test_parity_with_transformers(hf, family, tmp_path):
     assert ours.dtype == np.float32
     # Composite f32 forward through two layers: levanter's 1e-4 rule, absolute on O(1) logits.
     np.testing.assert_allclose(ours[np.asarray(mask)], theirs[np.asarray(mask)], atol=1e-4, rtol=0)
+
+
+def test_opt_post_norm_parity_and_project_in_rejected(hf, tmp_path):
+    """OPT-350m's post-norm layout (do_layer_norm_before=False: no final norm) loads to the
+    same logits; its project_in/out (word_embed_proj_dim != hidden) is a one-line error."""
+    torch, transformers = hf
+    kw = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+    kw |= dict(ffn_dim=128, max_position_embeddings=64, pad_token_id=None, use_cache=False)
+    config = transformers.OPTConfig(**kw, word_embed_proj_dim=64, do_layer_norm_before=False)
+    torch.manual_seed(0)
+    torch_model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    with torch.no_grad():
+        for p in torch_model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    torch_model.eval().save_pretrained(tmp_path)
+    model, ours = load_pretrained(tmp_path, dtype="float32")
+    assert not ours.norm_before and model.final_norm is None
+    tokens, mask = _batch()
+    m = np.asarray(mask)
+    theirs = _hf_logits(hf, torch_model, tokens, mask)
+    # Same composite-f32 tolerance as the other parity tests.
+    np.testing.assert_allclose(np.asarray(model(tokens, mask))[m], theirs[m], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match=r"opt with word_embed_proj_dim=32 != hidden_size=64"):
+        ModelConfig.from_hf(ours.to_hf() | {"word_embed_proj_dim": 32})
 
 
 def test_load_sharded_transformers_checkpoint(hf, tmp_path):
@@ -307,7 +343,7 @@ def test_config_reads_transformers4_spelling():
 
 def test_config_errors():
     match = "unsupported model_type 'mamba'; supported: gpt2, gpt_neox, llama, qwen2, mistral, "
-    with pytest.raises(ValueError, match=match + "phi3, gemma2$"):
+    with pytest.raises(ValueError, match=match + "phi3, gemma2, opt$"):
         ModelConfig.from_hf({"model_type": "mamba"})
     with pytest.raises(ValueError, match="hidden_size 60 not divisible by n_heads 8"):
         ModelConfig.tiny("gpt2", hidden_size=60, n_heads=8)

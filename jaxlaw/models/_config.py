@@ -14,9 +14,18 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
-Family = Literal["gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2"]
+Family = Literal["gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt"]
 
-FAMILIES: tuple[str, ...] = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2")
+FAMILIES: tuple[str, ...] = (
+    "gpt2",
+    "gpt_neox",
+    "llama",
+    "qwen2",
+    "mistral",
+    "phi3",
+    "gemma2",
+    "opt",
+)
 _DTYPES = ("float32", "bfloat16", "float16", "float64")
 _ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",
@@ -26,10 +35,12 @@ _ARCHITECTURES = {
     "mistral": "MistralForCausalLM",
     "phi3": "Phi3ForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
+    "opt": "OPTForCausalLM",
 }
 # HF spells the tanh-approximate GELU two ways; both are the same formula.
 _HF_ACTIVATIONS = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu": "gelu"}
-_HF_ACTIVATIONS |= {"silu": "silu", "swish": "silu"}
+_HF_ACTIVATIONS |= {"silu": "silu", "swish": "silu", "relu": "relu"}
+_ACTIVATIONS = ("gelu_new", "gelu", "silu", "relu")
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,7 @@ class ModelConfig:
         attn_out_bias: bias on the attention output projection.
         mlp_bias: bias on the MLP projections.
         activation: ``"gelu_new"`` (tanh approximation, GPT-2), ``"gelu"`` (exact erf form,
-            GPT-NeoX) or ``"silu"`` (Llama/Qwen2).
+            GPT-NeoX), ``"silu"`` (Llama/Qwen2) or ``"relu"`` (OPT).
         gated_mlp: ``down(act(gate(x)) * up(x))`` instead of ``down(act(up(x)))``.
         tie_word_embeddings: the LM head reuses the token embedding (no ``lm_head`` module).
         fused_qkv: one ``attn.qkv`` projection with output ``[q | k | v]`` (mirrors GPT-2's
@@ -97,6 +108,11 @@ class ModelConfig:
             masking (Gemma-2's ``attn_logit_softcapping``).
         final_softcap: when set, logits become ``cap * tanh(logits / cap)`` (Gemma-2's
             ``final_logit_softcapping``).
+        position_offset: learned position ``p`` reads row ``p + position_offset`` of a table of
+            ``max_positions + position_offset`` rows (OPT's offset of 2).
+        norm_before: pre-norm blocks (``x + f(norm(x))``) and a final norm; False gives
+            post-norm blocks (``norm(x + f(x))``) and no final norm (OPT's
+            ``do_layer_norm_before=False``).
         dtype: compute dtype name (``"float32"`` or ``"bfloat16"``; also ``"float16"``,
             ``"float64"``). Norms and softmax run in float32 regardless; logits are float32.
         param_dtype: storage dtype name of every parameter.
@@ -120,7 +136,7 @@ class ModelConfig:
     qkv_bias: bool = False
     attn_out_bias: bool = False
     mlp_bias: bool = False
-    activation: Literal["gelu_new", "gelu", "silu"] = "silu"
+    activation: Literal["gelu_new", "gelu", "silu", "relu"] = "silu"
     gated_mlp: bool = False
     tie_word_embeddings: bool = False
     fused_qkv: bool = False
@@ -137,6 +153,8 @@ class ModelConfig:
     query_pre_attn_scalar: int | None = None
     attn_softcap: float | None = None
     final_softcap: float | None = None
+    position_offset: int = 0
+    norm_before: bool = True
     dtype: str = "float32"
     param_dtype: str = "float32"
 
@@ -162,10 +180,12 @@ class ModelConfig:
             fail(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
         if self.positions not in ("learned", "rotary"):
             fail(f"positions must be 'learned' or 'rotary', got {self.positions!r}")
-        if self.activation not in ("gelu_new", "gelu", "silu"):
-            fail(f"activation must be 'gelu_new', 'gelu' or 'silu', got {self.activation!r}")
+        if self.activation not in _ACTIVATIONS:
+            fail(f"activation must be one of {', '.join(_ACTIVATIONS)}, got {self.activation!r}")
         if self.positions == "rotary" and (self.rotary_ndims < 2 or self.rotary_ndims % 2):
             fail(f"rotary dims int({self.head_dim} * {self.rotary_pct}) must be even and >= 2")
+        if self.position_offset < 0:
+            fail(f"position_offset must be >= 0, got {self.position_offset}")
         if self.fused_gate_up and not self.gated_mlp:
             fail("fused_gate_up needs gated_mlp")
         if self.sliding_window is not None and self.sliding_window < 1:
@@ -238,6 +258,35 @@ class ModelConfig:
         dtype = config.get("dtype", config.get("torch_dtype")) or "float32"
         dtype = dtype if dtype in _DTYPES else "float32"
         common: dict[str, Any] = dict(family=model_type, dtype=dtype, param_dtype=dtype)
+        if model_type == "opt":
+            hidden = config["hidden_size"]
+            if config.get("word_embed_proj_dim", hidden) != hidden:
+                raise ValueError(
+                    f"opt with word_embed_proj_dim={config['word_embed_proj_dim']} != "
+                    f"hidden_size={hidden} (project_in/out) is not supported by jaxlaw"
+                )
+            _reject(config, model_type, layer_norm_elementwise_affine=False)
+            _reject(config, model_type, _remove_final_layer_norm=True)
+            before = config.get("do_layer_norm_before", True)
+            bias = config.get("enable_bias", True)
+            return cls(
+                **common,
+                vocab_size=config["vocab_size"],
+                hidden_size=hidden,
+                n_layers=config["num_hidden_layers"],
+                n_heads=config["num_attention_heads"],
+                intermediate_size=config["ffn_dim"],
+                max_positions=config["max_position_embeddings"],
+                norm="layernorm",
+                positions="learned",
+                qkv_bias=bias,
+                attn_out_bias=bias,
+                mlp_bias=bias,
+                activation=_activation(config.get("activation_function", "relu")),
+                tie_word_embeddings=config.get("tie_word_embeddings", True),
+                position_offset=2,
+                norm_before=before,
+            )
         if model_type == "gpt2":
             _reject(config, model_type, scale_attn_by_inverse_layer_idx=True)
             _reject(config, model_type, add_cross_attention=True, scale_attn_weights=False)
@@ -368,7 +417,25 @@ class ModelConfig:
             "bos_token_id": None,
             "eos_token_id": None,
         }
-        hf_act = {"gelu_new": "gelu_new", "gelu": "gelu", "silu": "silu"}[self.activation]
+        hf_act = self.activation
+        if self.family == "opt":
+            return out | {
+                "hidden_size": self.hidden_size,
+                "num_hidden_layers": self.n_layers,
+                "num_attention_heads": self.n_heads,
+                "ffn_dim": self.intermediate_size,
+                "max_position_embeddings": self.max_positions,
+                "word_embed_proj_dim": self.hidden_size,
+                "do_layer_norm_before": self.norm_before,
+                "activation_function": hf_act,
+                "enable_bias": self.qkv_bias,
+                # OPT's default pad id (1) would embed as a zero row at init; it has no other use.
+                "pad_token_id": None,
+                "dropout": 0.0,
+                "attention_dropout": 0.0,
+                "activation_dropout": 0.0,
+                "layerdrop": 0.0,
+            }
         if self.family == "gpt2":
             return out | {
                 "n_embd": self.hidden_size,
@@ -463,7 +530,16 @@ class ModelConfig:
             want |= dict(sliding_window=None)
         if self.family != "phi3":
             want |= dict(rope_long_factor=None)
-        if self.family == "gpt2":
+        opt = self.family == "opt"
+        want |= dict(position_offset=2 if opt else 0)
+        if not opt:
+            want |= dict(norm_before=True)
+        if opt:
+            want |= dict(positions="learned", norm="layernorm", gated_mlp=False)
+            want |= dict(attn_out_bias=self.qkv_bias, mlp_bias=self.qkv_bias)
+            want |= dict(parallel_residual=False, n_kv_heads=self.n_heads)
+            want |= dict(head_dim=self.hidden_size // self.n_heads)
+        elif self.family == "gpt2":
             want |= dict(positions="learned", norm="layernorm", gated_mlp=False)
             want |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True)
             want |= dict(parallel_residual=False, n_kv_heads=self.n_heads)
@@ -501,7 +577,8 @@ class ModelConfig:
         crosses from the short to the long factors. Gemma-2 has layer 0 local (window 4) and
         layer 1 global, a query scalar of 24 (not ``head_dim``), soft-caps of 5 (low enough to
         bite on random weights) and an untied head: tied, random weights just echo the last
-        token, whose ``sqrt(hidden)``-scaled embedding dominates the residual stream.
+        token, whose ``sqrt(hidden)``-scaled embedding dominates the residual stream. OPT is
+        pre-norm with ReLU, biases, a tied head and learned positions offset by 2.
 
         Args:
             family: one of `FAMILIES`.
@@ -524,7 +601,11 @@ class ModelConfig:
             intermediate_size=128,
             max_positions=64,
         )
-        if family == "gpt2":
+        if family == "opt":
+            base |= dict(norm="layernorm", positions="learned", activation="relu")
+            base |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True)
+            base |= dict(tie_word_embeddings=True, position_offset=2)
+        elif family == "gpt2":
             base |= dict(norm="layernorm", positions="learned", activation="gelu_new")
             base |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True)
             base |= dict(tie_word_embeddings=True, fused_qkv=True)

@@ -13,7 +13,7 @@ by `ModelConfig`::
         mlp_norm       Norm
         mlp            MLP: up_proj, gate_proj (gated) | gate_up_proj (fused); down_proj
         mlp_post_norm  Norm                                (post_norms only)
-      final_norm       Norm
+      final_norm       Norm                                (norm_before only)
       lm_head          Linear [hidden, vocab]              (untied only)
 
 Every projection is a `Linear`, so `jaxlaw.lora` can target them by path (``attn\\.qkv``,
@@ -96,6 +96,8 @@ class MLP(nnx.Module):
     def __call__(self, x: Float[Array, "*batch embed"]) -> Float[Array, "*batch embed"]:
         if self.activation == "silu":
             act = jax.nn.silu
+        elif self.activation == "relu":
+            act = jax.nn.relu
         else:  # "gelu_new" is the tanh approximation, "gelu" the exact erf form.
             act = lambda h: jax.nn.gelu(h, approximate=self.activation == "gelu_new")  # noqa: E731
         if self.gate_up_proj is not None:
@@ -109,6 +111,9 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
     """Pre-norm transformer block; sequential or parallel (GPT-NeoX) residual.
 
+    With ``norm_before=False`` (OPT-350m) it is post-norm instead: ``x = attn_norm(x + attn(x))``,
+    then ``x = mlp_norm(x + mlp(x))``.
+
     With ``post_norms`` (Gemma-2) the attention and MLP outputs are normalised again
     (``attn_post_norm``, ``mlp_post_norm``) before their residual adds.
 
@@ -119,6 +124,7 @@ class Block(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.parallel_residual = config.parallel_residual
+        self.norm_before = config.norm_before
         self.attn_norm = Norm(config.hidden_size, config)
         self.attn = Attention(config, rngs=rngs)
         self.mlp_norm = Norm(config.hidden_size, config)
@@ -130,7 +136,7 @@ class Block(nnx.Module):
     def __call__(
         self, x: Float[Array, "examples seq embed"], mask: Bool[Array, "examples seq seq"]
     ) -> Float[Array, "examples seq embed"]:
-        return self._residual(x, self.attn(self.attn_norm(x), mask))
+        return self._residual(x, self.attn(self._attn_input(x), mask))
 
     def extend(
         self,
@@ -141,10 +147,16 @@ class Block(nnx.Module):
         index: Int[Array, ""],
     ) -> tuple[Float[Array, "examples seq embed"], LayerCache]:
         """The block on new tokens over a key/value cache (see `Attention.extend`)."""
-        attn, cache = self.attn.extend(self.attn_norm(x), mask, positions, cache, index)
+        attn, cache = self.attn.extend(self._attn_input(x), mask, positions, cache, index)
         return self._residual(x, attn), cache
 
+    def _attn_input(self, x):
+        return self.attn_norm(x) if self.norm_before else x
+
     def _residual(self, x, attn):
+        if not self.norm_before:
+            x = self.attn_norm(x + attn)
+            return self.mlp_norm(x + self.mlp(x))
         if self.parallel_residual:
             return x + attn + self.mlp(self.mlp_norm(x))
         if self.attn_post_norm is None:
@@ -180,10 +192,12 @@ class Decoder(nnx.Module):
         )
         self.embed = nnx.Embed(c.vocab_size, c.hidden_size, **emb)
         self.pos_embed = (
-            nnx.Embed(c.max_positions, c.hidden_size, **emb) if c.positions == "learned" else None
+            nnx.Embed(c.max_positions + c.position_offset, c.hidden_size, **emb)
+            if c.positions == "learned"
+            else None
         )
         self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.n_layers)])
-        self.final_norm = Norm(c.hidden_size, c)
+        self.final_norm = Norm(c.hidden_size, c) if c.norm_before else None
         self.lm_head = (
             None
             if c.tie_word_embeddings
@@ -210,7 +224,7 @@ class Decoder(nnx.Module):
                 Padding keys are hidden from every query, combined with the causal mask.
 
         Returns:
-            Hidden states after ``final_norm``.
+            Hidden states after ``final_norm`` (the last block's output without one).
 
         Raises:
             ValueError: ``seq`` exceeds ``max_positions`` with learned positions.
@@ -230,10 +244,11 @@ class Decoder(nnx.Module):
             local = mask & window[None, :, :]
         for i, block in enumerate(self.blocks):
             x = block(x, local if c.is_sliding(i) else mask)
-        return self.final_norm(x)
+        return x if self.final_norm is None else self.final_norm(x)
 
     def _embed(self, tokens, positions):
-        """Token embeddings plus learned position embeddings (``arange(seq)`` when None)."""
+        """Token embeddings plus learned position embeddings (``arange(seq)`` when None), the
+        table read ``position_offset`` rows on."""
         c = self.config
         x = self.embed(tokens).astype(c.compute_dtype)
         if c.scale_embeddings:  # Gemma: the scalar sqrt(hidden) rounded to the compute dtype
@@ -241,8 +256,9 @@ class Decoder(nnx.Module):
         if self.pos_embed is None:
             return x
         if positions is None:
-            return x + self.pos_embed(jnp.arange(tokens.shape[1]))[None].astype(c.compute_dtype)
-        return x + self.pos_embed(positions).astype(c.compute_dtype)
+            rows = jnp.arange(c.position_offset, c.position_offset + tokens.shape[1])
+            return x + self.pos_embed(rows)[None].astype(c.compute_dtype)
+        return x + self.pos_embed(positions + c.position_offset).astype(c.compute_dtype)
 
     def init_cache(self, examples: int, slots: int) -> KVCache:
         """An empty key/value cache for `extend`: ``slots`` zero slots per layer, none valid.
@@ -344,7 +360,7 @@ class Decoder(nnx.Module):
             x, layer = block.extend(x, attend, positions, layer, cache.index)
             layers.append(layer)
         cache = KVCache(tuple(layers), valid, cache.index + seq, slot_positions)
-        return self.final_norm(x), cache
+        return (x if self.final_norm is None else self.final_norm(x)), cache
 
     def unembed(
         self, hidden: Float[Array, "examples seq embed"]

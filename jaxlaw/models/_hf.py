@@ -50,7 +50,7 @@ _INDEX = "model.safetensors.index.json"
 _SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 # The base-model prefix each family's causal-LM class puts before every name but its head
 # (``model.`` for the families not listed).
-_PREFIX = {"gpt2": "transformer.", "gpt_neox": "gpt_neox."}
+_PREFIX = {"gpt2": "transformer.", "gpt_neox": "gpt_neox.", "opt": "model.decoder."}
 _HEAD = {"gpt2": "lm_head.weight", "gpt_neox": "embed_out.weight"}
 
 
@@ -96,6 +96,20 @@ def _tensor_map(config: ModelConfig) -> list[_Tensor]:
             linear(h + "mlp.c_fc", (*b, "mlp", "up_proj"), True, "same")
             linear(h + "mlp.c_proj", (*b, "mlp", "down_proj"), True, "same")
         norm("ln_f", ("final_norm",))
+    elif family == "opt":
+        out.append(_Tensor(prefix + "embed_tokens.weight", ("embed", "embedding")))
+        out.append(_Tensor(prefix + "embed_positions.weight", ("pos_embed", "embedding")))
+        for i in range(c.n_layers):
+            h, b = f"layers.{i}.", ("blocks", i)
+            norm(h + "self_attn_layer_norm", (*b, "attn_norm"))
+            for proj in ("q_proj", "k_proj", "v_proj"):
+                linear(h + "self_attn." + proj, (*b, "attn", proj), c.qkv_bias)
+            linear(h + "self_attn.out_proj", (*b, "attn", "o_proj"), c.attn_out_bias)
+            norm(h + "final_layer_norm", (*b, "mlp_norm"))  # the block's MLP norm
+            linear(h + "fc1", (*b, "mlp", "up_proj"), c.mlp_bias)
+            linear(h + "fc2", (*b, "mlp", "down_proj"), c.mlp_bias)
+        if c.norm_before:
+            norm("final_layer_norm", ("final_norm",))
     elif family == "gpt_neox":
         out.append(_Tensor(prefix + "embed_in.weight", ("embed", "embedding")))
         for i in range(c.n_layers):
