@@ -32,7 +32,7 @@ from jaxlaw.models import (
 )
 from jaxlaw.models._generate import _generate_jit, _nucleus_logits
 
-FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt")
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt", "bloom")
 LENGTHS = (9, 5, 3)  # real prompt tokens per row
 NEW = 16
 

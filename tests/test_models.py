@@ -19,12 +19,13 @@ from jaxlaw.models import (
     CheckpointError,
     Decoder,
     ModelConfig,
+    alibi_slopes,
     init_model,
     load_pretrained,
     save_pretrained,
 )
 
-FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt")
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt", "bloom")
 VOCAB, SEQ = 100, 10
 LENGTHS = (10, 7, 4)  # right padding: row i holds LENGTHS[i] real tokens
 
@@ -107,6 +108,10 @@ def _hf_model(hf, family: str):
             original_max_position_embeddings=8,
             pad_token_id=None,
         )
+    elif family == "bloom":  # ALiBi, embedding norm, head-interleaved fused qkv, tied head
+        config = transformers.BloomConfig(
+            vocab_size=VOCAB, hidden_size=64, n_layer=2, n_head=4, use_cache=False
+        )
     elif family == "opt":  # learned positions offset by 2, ReLU, tied head
         config = transformers.OPTConfig(
             vocab_size=VOCAB,
@@ -184,6 +189,15 @@ def test_opt_post_norm_parity_and_project_in_rejected(hf, tmp_path):
     np.testing.assert_allclose(np.asarray(model(tokens, mask))[m], theirs[m], atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match=r"opt with word_embed_proj_dim=32 != hidden_size=64"):
         ModelConfig.from_hf(ours.to_hf() | {"word_embed_proj_dim": 32})
+
+
+@pytest.mark.parametrize("n_heads", [1, 4, 6, 12, 16])
+def test_alibi_slopes_match_bloom(hf, n_heads):
+    """Powers of two and not (the interleaved extra slopes): exact, both are float32 powers."""
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    want = _get_alibi_slopes(n_heads, "cpu").numpy()
+    np.testing.assert_array_equal(alibi_slopes(n_heads), want)
 
 
 def test_load_sharded_transformers_checkpoint(hf, tmp_path):
@@ -343,7 +357,7 @@ def test_config_reads_transformers4_spelling():
 
 def test_config_errors():
     match = "unsupported model_type 'mamba'; supported: gpt2, gpt_neox, llama, qwen2, mistral, "
-    with pytest.raises(ValueError, match=match + "phi3, gemma2, opt$"):
+    with pytest.raises(ValueError, match=match + "phi3, gemma2, opt, bloom$"):
         ModelConfig.from_hf({"model_type": "mamba"})
     with pytest.raises(ValueError, match="hidden_size 60 not divisible by n_heads 8"):
         ModelConfig.tiny("gpt2", hidden_size=60, n_heads=8)

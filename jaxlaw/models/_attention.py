@@ -6,8 +6,11 @@ sequence (training), ``extend`` writes new keys/values into a `LayerCache` and a
 embedding in Hugging Face's ``rotate_half`` convention (Llama, GPT-NeoX, Qwen2).
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from .._types import Array, Bool, Float, Int
@@ -66,6 +69,32 @@ def apply_rotary(
     return jnp.concatenate([x_rot * cos + rotated * sin, x_pass], axis=-1)
 
 
+def alibi_slopes(n_heads: int) -> np.ndarray:
+    """ALiBi's per-head slopes, float32, as BLOOM computes them (Press et al. 2022).
+
+    Math: for ``n`` a power of two, ``slope_h = 2**(-8 (h + 1) / n)``; otherwise the ``n'``
+    (largest power of two below ``n``) slopes of ``n'``, then every other slope of ``2 n'``.
+
+    Args:
+        n_heads: number of attention heads.
+
+    Returns:
+        ``[n_heads]`` float32 slopes.
+    """
+
+    def powers(n: int, exponents: np.ndarray) -> np.ndarray:
+        # A float32 base raised in float64, then rounded once: torch.pow's float32 result.
+        base = np.float64(np.float32(2 ** (-(2 ** -(math.log2(n) - 3)))))
+        return (base**exponents).astype(np.float32)
+
+    closest = 2 ** math.floor(math.log2(n_heads))
+    slopes = powers(closest, np.arange(1, 1 + closest))
+    if closest != n_heads:
+        remaining = min(closest, n_heads - closest)
+        slopes = np.concatenate([slopes, powers(2 * closest, np.arange(1, 1 + 2 * remaining, 2))])
+    return slopes
+
+
 @jax.custom_jvp
 def softmax(x: Float[Array, "... keys"]) -> Float[Array, "... keys"]:
     """Softmax over the last axis, differentiated by its closed form ``y * (t - sum(y * t))``.
@@ -95,7 +124,8 @@ class Attention(nnx.Module):
     output projection is ``o_proj``. Query head ``h`` reads key/value head
     ``h // (n_heads // n_kv_heads)``, as transformers' ``repeat_kv`` does. Scores are scaled by
     ``head_dim**-0.5`` (``query_pre_attn_scalar**-0.5`` when set), soft-capped when
-    ``attn_softcap`` is set, and the softmax runs in float32. Sliding windows live in the
+    ``attn_softcap`` is set, ALiBi's ``slope_h * key_position`` is added with
+    ``positions="alibi"``, and the softmax runs in float32. Sliding windows live in the
     ``mask`` the `Decoder` passes in.
 
     Args:
@@ -134,7 +164,7 @@ class Attention(nnx.Module):
             The attention output after ``o_proj``.
         """
         q, k, v = self._project(x, None)
-        return self._attend(q, k, v, mask)
+        return self._attend(q, k, v, mask, None)
 
     def extend(
         self,
@@ -143,6 +173,7 @@ class Attention(nnx.Module):
         positions: Int[Array, "examples seq"],
         cache: LayerCache,
         index: Int[Array, ""],
+        slot_positions: Int[Array, "examples slots"],
     ) -> tuple[Float[Array, "examples seq embed"], LayerCache]:
         """Write the new tokens' keys/values at cache slots ``index ..`` and attend over the cache.
 
@@ -153,6 +184,8 @@ class Attention(nnx.Module):
             positions: position of every new token (rotary embeddings).
             cache: this layer's keys and values so far.
             index: first slot to write; ``index + seq`` must not exceed ``slots``.
+            slot_positions: the position of every cache slot, these tokens' included (ALiBi's
+                key positions).
 
         Returns:
             The attention output after ``o_proj``, and the updated cache.
@@ -162,7 +195,7 @@ class Attention(nnx.Module):
         start = (zero, index, zero, zero)
         k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start)
         v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start)
-        return self._attend(q, k, v, mask), LayerCache(k, v)
+        return self._attend(q, k, v, mask, slot_positions), LayerCache(k, v)
 
     def _project(self, x, positions):
         """Head-split queries, keys and values; rotary applied at ``positions``."""
@@ -196,8 +229,9 @@ class Attention(nnx.Module):
             factors = jnp.where(jnp.max(positions) + 1 > c.rope_original_max_positions, long, short)
         return dict(factors=factors, attention_factor=c.rope_attention_factor)
 
-    def _attend(self, q, k, v, mask):
-        """Grouped-query attention of ``q`` [b, seq] over ``k``/``v`` [b, keys], then ``o_proj``."""
+    def _attend(self, q, k, v, mask, key_positions):
+        """Grouped-query attention of ``q`` [b, seq] over ``k``/``v`` [b, keys], then ``o_proj``;
+        ``key_positions`` [b, keys] (``None``: ``arange(keys)``) feed ALiBi only."""
         c = self.config
         examples, seq = q.shape[:2]
         groups = c.n_heads // c.n_kv_heads
@@ -207,6 +241,12 @@ class Attention(nnx.Module):
         scores = scores * (c.query_pre_attn_scalar or c.head_dim) ** -0.5
         if c.attn_softcap is not None:
             scores = jnp.tanh(scores / c.attn_softcap) * c.attn_softcap
+        if c.positions == "alibi":
+            slopes = jnp.asarray(alibi_slopes(c.n_heads)).reshape(c.n_kv_heads, groups)
+            if key_positions is None:
+                key_positions = jnp.arange(k.shape[1])[None, :]
+            keys = key_positions.astype(jnp.float32)[:, None, None, None, :]
+            scores = scores + slopes[None, :, :, None, None] * keys  # (b, kv, groups, 1, keys)
         # A finite fill (not -inf) keeps fully masked rows finite: softmax makes them uniform.
         scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
         probs = softmax(scores).astype(v.dtype)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
-Family = Literal["gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt"]
+Family = Literal["gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt", "bloom"]
 
 FAMILIES: tuple[str, ...] = (
     "gpt2",
@@ -25,6 +25,7 @@ FAMILIES: tuple[str, ...] = (
     "phi3",
     "gemma2",
     "opt",
+    "bloom",
 )
 _DTYPES = ("float32", "bfloat16", "float16", "float64")
 _ARCHITECTURES = {
@@ -36,6 +37,7 @@ _ARCHITECTURES = {
     "phi3": "Phi3ForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
     "opt": "OPTForCausalLM",
+    "bloom": "BloomForCausalLM",
 }
 # HF spells the tanh-approximate GELU two ways; both are the same formula.
 _HF_ACTIVATIONS = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu": "gelu"}
@@ -66,7 +68,9 @@ class ModelConfig:
         max_positions: longest sequence; the size of the learned position table.
         norm: ``"layernorm"`` (scale and bias) or ``"rmsnorm"`` (scale only).
         norm_eps: epsilon added to the variance inside every norm.
-        positions: ``"learned"`` (absolute table, GPT-2) or ``"rotary"`` (RoPE).
+        positions: ``"learned"`` (absolute table, GPT-2), ``"rotary"`` (RoPE) or ``"alibi"``
+            (BLOOM: head ``h`` adds ``slope_h * key_position`` to its scores, the slopes of
+            `jaxlaw.models.alibi_slopes`).
         rotary_pct: fraction of each head's dims that rotary rotates (Pythia uses 0.25); the
             first ``int(head_dim * rotary_pct)`` dims are rotated.
         rope_theta: RoPE base wavelength.
@@ -113,6 +117,8 @@ class ModelConfig:
         norm_before: pre-norm blocks (``x + f(norm(x))``) and a final norm; False gives
             post-norm blocks (``norm(x + f(x))``) and no final norm (OPT's
             ``do_layer_norm_before=False``).
+        embed_norm: a norm right after the token embedding (BLOOM's
+            ``word_embeddings_layernorm``).
         dtype: compute dtype name (``"float32"`` or ``"bfloat16"``; also ``"float16"``,
             ``"float64"``). Norms and softmax run in float32 regardless; logits are float32.
         param_dtype: storage dtype name of every parameter.
@@ -129,7 +135,7 @@ class ModelConfig:
     max_positions: int = 2048
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = 1e-5
-    positions: Literal["learned", "rotary"] = "rotary"
+    positions: Literal["learned", "rotary", "alibi"] = "rotary"
     rotary_pct: float = 1.0
     rope_theta: float = 10000.0
     parallel_residual: bool = False
@@ -155,6 +161,7 @@ class ModelConfig:
     final_softcap: float | None = None
     position_offset: int = 0
     norm_before: bool = True
+    embed_norm: bool = False
     dtype: str = "float32"
     param_dtype: str = "float32"
 
@@ -178,8 +185,8 @@ class ModelConfig:
             fail(f"n_heads {self.n_heads} not divisible by n_kv_heads {self.n_kv_heads}")
         if self.norm not in ("layernorm", "rmsnorm"):
             fail(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
-        if self.positions not in ("learned", "rotary"):
-            fail(f"positions must be 'learned' or 'rotary', got {self.positions!r}")
+        if self.positions not in ("learned", "rotary", "alibi"):
+            fail(f"positions must be 'learned', 'rotary' or 'alibi', got {self.positions!r}")
         if self.activation not in _ACTIVATIONS:
             fail(f"activation must be one of {', '.join(_ACTIVATIONS)}, got {self.activation!r}")
         if self.positions == "rotary" and (self.rotary_ndims < 2 or self.rotary_ndims % 2):
@@ -286,6 +293,30 @@ class ModelConfig:
                 tie_word_embeddings=config.get("tie_word_embeddings", True),
                 position_offset=2,
                 norm_before=before,
+            )
+        if model_type == "bloom":
+            _reject(config, model_type, apply_residual_connection_post_layernorm=True)
+            _reject(config, model_type, slow_but_exact=True)
+            hidden = config.get("hidden_size") or config["n_embed"]
+            return cls(
+                **common,
+                vocab_size=config["vocab_size"],
+                hidden_size=hidden,
+                n_layers=config.get("n_layer") or config["num_hidden_layers"],
+                n_heads=config.get("n_head") or config["num_attention_heads"],
+                intermediate_size=4 * hidden,  # BloomMLP hard-codes 4 * hidden
+                # ALiBi has no table; seq_length is the training context, when recorded.
+                max_positions=config.get("seq_length", 2048),
+                norm="layernorm",
+                norm_eps=float(config.get("layer_norm_epsilon", 1e-5)),
+                positions="alibi",
+                qkv_bias=True,
+                attn_out_bias=True,
+                mlp_bias=True,
+                activation="gelu_new",  # bloom_gelu_forward: the tanh approximation
+                tie_word_embeddings=config.get("tie_word_embeddings", True),
+                fused_qkv=True,
+                embed_norm=True,
             )
         if model_type == "gpt2":
             _reject(config, model_type, scale_attn_by_inverse_layer_idx=True)
@@ -418,6 +449,16 @@ class ModelConfig:
             "eos_token_id": None,
         }
         hf_act = self.activation
+        if self.family == "bloom":
+            return out | {
+                "hidden_size": self.hidden_size,
+                "n_layer": self.n_layers,
+                "n_head": self.n_heads,
+                "seq_length": self.max_positions,
+                "layer_norm_epsilon": self.norm_eps,
+                "hidden_dropout": 0.0,
+                "attention_dropout": 0.0,
+            }
         if self.family == "opt":
             return out | {
                 "hidden_size": self.hidden_size,
@@ -530,8 +571,8 @@ class ModelConfig:
             want |= dict(sliding_window=None)
         if self.family != "phi3":
             want |= dict(rope_long_factor=None)
-        opt = self.family == "opt"
-        want |= dict(position_offset=2 if opt else 0)
+        opt, bloom = self.family == "opt", self.family == "bloom"
+        want |= dict(position_offset=2 if opt else 0, embed_norm=bloom)
         if not opt:
             want |= dict(norm_before=True)
         if opt:
@@ -539,6 +580,12 @@ class ModelConfig:
             want |= dict(attn_out_bias=self.qkv_bias, mlp_bias=self.qkv_bias)
             want |= dict(parallel_residual=False, n_kv_heads=self.n_heads)
             want |= dict(head_dim=self.hidden_size // self.n_heads)
+        elif bloom:
+            want |= dict(fused_qkv=True, positions="alibi", norm="layernorm", gated_mlp=False)
+            want |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True, activation="gelu_new")
+            want |= dict(parallel_residual=False, n_kv_heads=self.n_heads)
+            want |= dict(head_dim=self.hidden_size // self.n_heads)
+            want |= dict(intermediate_size=4 * self.hidden_size)
         elif self.family == "gpt2":
             want |= dict(positions="learned", norm="layernorm", gated_mlp=False)
             want |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True)
@@ -578,7 +625,9 @@ class ModelConfig:
         layer 1 global, a query scalar of 24 (not ``head_dim``), soft-caps of 5 (low enough to
         bite on random weights) and an untied head: tied, random weights just echo the last
         token, whose ``sqrt(hidden)``-scaled embedding dominates the residual stream. OPT is
-        pre-norm with ReLU, biases, a tied head and learned positions offset by 2.
+        pre-norm with ReLU, biases, a tied head and learned positions offset by 2. BLOOM has
+        ALiBi, an embedding norm, head-interleaved fused q/k/v, a tied head and an MLP of
+        ``4 * hidden`` (256), as BloomMLP hard-codes.
 
         Args:
             family: one of `FAMILIES`.
@@ -601,7 +650,11 @@ class ModelConfig:
             intermediate_size=128,
             max_positions=64,
         )
-        if family == "opt":
+        if family == "bloom":
+            base |= dict(norm="layernorm", positions="alibi", activation="gelu_new")
+            base |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True, fused_qkv=True)
+            base |= dict(tie_word_embeddings=True, embed_norm=True, intermediate_size=256)
+        elif family == "opt":
             base |= dict(norm="layernorm", positions="learned", activation="relu")
             base |= dict(qkv_bias=True, attn_out_bias=True, mlp_bias=True)
             base |= dict(tie_word_embeddings=True, position_offset=2)

@@ -5,6 +5,7 @@ by `ModelConfig`::
 
     Decoder
       embed            nnx.Embed [vocab, hidden]
+      embed_norm       Norm                                (embed_norm only)
       pos_embed        nnx.Embed [max_positions, hidden]   (learned positions only)
       blocks[i]        nnx.List of Block
         attn_norm      Norm
@@ -145,9 +146,11 @@ class Block(nnx.Module):
         positions: Int[Array, "examples seq"],
         cache: LayerCache,
         index: Int[Array, ""],
+        slot_positions: Int[Array, "examples slots"],
     ) -> tuple[Float[Array, "examples seq embed"], LayerCache]:
         """The block on new tokens over a key/value cache (see `Attention.extend`)."""
-        attn, cache = self.attn.extend(self._attn_input(x), mask, positions, cache, index)
+        h = self._attn_input(x)
+        attn, cache = self.attn.extend(h, mask, positions, cache, index, slot_positions)
         return self._residual(x, attn), cache
 
     def _attn_input(self, x):
@@ -191,6 +194,7 @@ class Decoder(nnx.Module):
             rngs=rngs,
         )
         self.embed = nnx.Embed(c.vocab_size, c.hidden_size, **emb)
+        self.embed_norm = Norm(c.hidden_size, c) if c.embed_norm else None
         self.pos_embed = (
             nnx.Embed(c.max_positions + c.position_offset, c.hidden_size, **emb)
             if c.positions == "learned"
@@ -247,12 +251,14 @@ class Decoder(nnx.Module):
         return x if self.final_norm is None else self.final_norm(x)
 
     def _embed(self, tokens, positions):
-        """Token embeddings plus learned position embeddings (``arange(seq)`` when None), the
-        table read ``position_offset`` rows on."""
+        """Token embeddings (normed with ``embed_norm``) plus learned position embeddings
+        (``arange(seq)`` when None), the table read ``position_offset`` rows on."""
         c = self.config
         x = self.embed(tokens).astype(c.compute_dtype)
         if c.scale_embeddings:  # Gemma: the scalar sqrt(hidden) rounded to the compute dtype
             x = x * jnp.asarray(c.hidden_size**0.5, c.compute_dtype)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         if self.pos_embed is None:
             return x
         if positions is None:
@@ -357,7 +363,7 @@ class Decoder(nnx.Module):
         layers = []
         for i, (block, layer) in enumerate(zip(self.blocks, cache.layers, strict=True)):
             attend = local if c.is_sliding(i) else mask
-            x, layer = block.extend(x, attend, positions, layer, cache.index)
+            x, layer = block.extend(x, attend, positions, layer, cache.index, slot_positions)
             layers.append(layer)
         cache = KVCache(tuple(layers), valid, cache.index + seq, slot_positions)
         return (x if self.final_norm is None else self.final_norm(x)), cache

@@ -50,7 +50,12 @@ _INDEX = "model.safetensors.index.json"
 _SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 # The base-model prefix each family's causal-LM class puts before every name but its head
 # (``model.`` for the families not listed).
-_PREFIX = {"gpt2": "transformer.", "gpt_neox": "gpt_neox.", "opt": "model.decoder."}
+_PREFIX = {
+    "gpt2": "transformer.",
+    "gpt_neox": "gpt_neox.",
+    "opt": "model.decoder.",
+    "bloom": "transformer.",
+}
 _HEAD = {"gpt2": "lm_head.weight", "gpt_neox": "embed_out.weight"}
 
 
@@ -95,6 +100,20 @@ def _tensor_map(config: ModelConfig) -> list[_Tensor]:
             norm(h + "ln_2", (*b, "mlp_norm"))
             linear(h + "mlp.c_fc", (*b, "mlp", "up_proj"), True, "same")
             linear(h + "mlp.c_proj", (*b, "mlp", "down_proj"), True, "same")
+        norm("ln_f", ("final_norm",))
+    elif family == "bloom":
+        out.append(_Tensor(prefix + "word_embeddings.weight", ("embed", "embedding")))
+        norm("word_embeddings_layernorm", ("embed_norm",))
+        for i in range(c.n_layers):
+            h, b = f"h.{i}.", ("blocks", i)
+            norm(h + "input_layernorm", (*b, "attn_norm"))
+            # BLOOM interleaves q/k/v per head, as GPT-NeoX does.
+            qkv = (*b, "attn", "qkv")
+            linear(h + "self_attention.query_key_value", qkv, True, "neox_qkv_kernel")
+            linear(h + "self_attention.dense", (*b, "attn", "o_proj"), True)
+            norm(h + "post_attention_layernorm", (*b, "mlp_norm"))
+            linear(h + "mlp.dense_h_to_4h", (*b, "mlp", "up_proj"), True)
+            linear(h + "mlp.dense_4h_to_h", (*b, "mlp", "down_proj"), True)
         norm("ln_f", ("final_norm",))
     elif family == "opt":
         out.append(_Tensor(prefix + "embed_tokens.weight", ("embed", "embedding")))
