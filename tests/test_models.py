@@ -6,6 +6,7 @@ the non-padded positions. They skip only when torch is absent.
 """
 
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -353,6 +354,22 @@ def test_config_reads_transformers4_spelling():
     config = ModelConfig.from_hf(pythia)
     assert (config.rotary_ndims, config.rope_theta, config.dtype) == (16, 10000.0, "float16")
     assert config.parallel_residual and config.fused_qkv and not config.tie_word_embeddings
+
+
+def test_config_reads_phi3_su_rope_scaling():
+    """Phi-3-mini-128k's transformers 4 spelling: rope_scaling type "su" with the original
+    context at top level; the attention factor is transformers' sqrt(1 + ln f / ln original)."""
+    phi3 = ModelConfig.tiny("phi3").to_hf()
+    del phi3["rope_parameters"], phi3["original_max_position_embeddings"]
+    short, long = [1.0] * 8, [float(i + 1) for i in range(8)]
+    phi3 |= {"rope_theta": 10000.0, "max_position_embeddings": 64}
+    phi3 |= {"original_max_position_embeddings": 16}
+    phi3["rope_scaling"] = {"type": "su", "short_factor": short, "long_factor": long}
+    config = ModelConfig.from_hf(phi3)
+    assert config.rope_short_factor == tuple(short) and config.rope_long_factor == tuple(long)
+    assert config.rope_original_max_positions == 16
+    # Python floats on both sides: the same expression, so exact.
+    assert config.rope_attention_factor == math.sqrt(1 + math.log(4) / math.log(16))
 
 
 def test_config_errors():

@@ -1,8 +1,9 @@
 """`ModelConfig`: one frozen, hashable description of every decoder family jaxlaw runs.
 
-GPT-2, GPT-NeoX/Pythia, Llama, Qwen2, Mistral, Phi-3 and Gemma-2 differ only by switches (norm,
-positions, residual layout, biases, activation, head tying, fused projections, sliding windows,
-LongRoPE, soft-capping, sandwich norms), so one `Decoder` serves all seven. The entry
+GPT-2, GPT-NeoX/Pythia, Llama, Qwen2, Mistral, Phi-3, Gemma-2, OPT and BLOOM differ only by
+switches (norm and its placement, positions, residual layout, biases, activation, head tying,
+fused projections, sliding windows, LongRoPE, ALiBi, soft-capping, sandwich norms), so one
+`Decoder` serves all nine (`FAMILIES`). The entry
 points are `ModelConfig.from_hf` / `ModelConfig.to_hf` (Hugging Face ``config.json`` dicts) and
 `ModelConfig.tiny` (random test models).
 """
@@ -55,8 +56,8 @@ class ModelConfig:
 
     Attributes:
         family: checkpoint family, one of ``gpt2``, ``gpt_neox``, ``llama``, ``qwen2``,
-            ``mistral``, ``phi3``, ``gemma2``; it picks the Hugging Face tensor names in
-            `jaxlaw.models.load_pretrained`.
+            ``mistral``, ``phi3``, ``gemma2``, ``opt``, ``bloom``; it picks the Hugging Face
+            tensor names in `jaxlaw.models.load_pretrained`.
         vocab_size: number of token ids.
         hidden_size: residual-stream width.
         n_layers: number of transformer blocks.

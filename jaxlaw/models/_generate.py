@@ -63,8 +63,11 @@ def generate(
     ``logits / temperature`` restricted to the nucleus: the most likely tokens whose
     probabilities, summed in decreasing order before each one, stay below ``top_p`` (the rule
     of transformers' ``TopPLogitsWarper``). Step ``i`` draws with ``jr.fold_in(key, i)``: same
-    key, same tokens. The loop exits early once every example has finished. Runs the model in
-    eval mode (no LoRA dropout); LoRA-adapted models decode through their adapters.
+    key, same tokens. The loop exits early once every example has finished. With LongRoPE
+    (Phi-3) the step whose longest position first passes ``rope_original_max_positions``
+    recomputes the whole cache with the long factors, as transformers does; the factors are
+    chosen for the whole batch, so a row's tokens can depend on its batch there. Runs the model
+    in eval mode (no LoRA dropout); LoRA-adapted models decode through their adapters.
 
     Args:
         model: the language model (plain or LoRA-adapted).
