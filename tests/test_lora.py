@@ -9,7 +9,7 @@ from flax import nnx
 from jaxlaw.lora import LoraConfig, apply_lora, linear_paths, lora_paths, merge_lora, split_lora
 from jaxlaw.models import ModelConfig, init_model
 
-FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt", "bloom")
 
 
 def _tokens(cfg, n=3, seq=12, seed=0):
@@ -91,6 +91,16 @@ def test_targets_regex_and_errors():
         LoraConfig(dropout=1.0)
     with pytest.raises(ValueError, match="not a valid regex"):
         LoraConfig(targets="(")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_default_targets_hit_query_and_value(family):
+    """The default adapts q/v, or the fused qkv projection (GPT-2, GPT-NeoX, Phi-3, BLOOM)."""
+    model = init_model(ModelConfig.tiny(family), key=jax.random.key(0))
+    paths = apply_lora(model, LoraConfig(), rngs=nnx.Rngs(0))
+    fused = family in ("gpt2", "gpt_neox", "phi3", "bloom")
+    names = ("qkv",) if fused else ("q_proj", "v_proj")
+    assert paths == tuple(f"blocks.{i}.attn.{n}" for i in range(2) for n in names)
 
 
 def test_dropout_only_in_train_mode():

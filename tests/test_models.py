@@ -6,6 +6,7 @@ the non-padded positions. They skip only when torch is absent.
 """
 
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +20,13 @@ from jaxlaw.models import (
     CheckpointError,
     Decoder,
     ModelConfig,
+    alibi_slopes,
     init_model,
     load_pretrained,
     save_pretrained,
 )
 
-FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2", "mistral", "phi3", "gemma2", "opt", "bloom")
 VOCAB, SEQ = 100, 10
 LENGTHS = (10, 7, 4)  # right padding: row i holds LENGTHS[i] real tokens
 
@@ -57,8 +59,11 @@ def _leaves(model: Decoder) -> dict:
 def hf():
     torch = pytest.importorskip("torch", reason="PyTorch parity tests need torch")
     transformers = pytest.importorskip("transformers")
-    torch.set_num_threads(2)
-    return torch, transformers
+    # One thread: torch's 2-thread pool spin-waits on this shared 2-core machine (15x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch, transformers
+    torch.set_num_threads(threads)
 
 
 def _hf_model(hf, family: str):
@@ -85,8 +90,51 @@ def _hf_model(hf, family: str):
         )
     elif family == "llama":  # grouped-query attention, untied head
         config = transformers.LlamaConfig(**common, num_key_value_heads=2)
-    else:  # q/k/v biases, tied head
+    elif family == "qwen2":  # q/k/v biases, tied head
         config = transformers.Qwen2Config(**common, num_key_value_heads=2, tie_word_embeddings=True)
+    elif family == "mistral":  # a window of 4 < SEQ, so it bites
+        config = transformers.MistralConfig(**common, num_key_value_heads=2, sliding_window=4)
+    elif family == "phi3":  # fused qkv / gate_up; LongRoPE past an original length of 8 < SEQ
+        rope = dict(
+            rope_type="longrope",
+            rope_theta=10000.0,
+            short_factor=[1.0 + 0.1 * i for i in range(8)],
+            long_factor=[1.0 + 0.7 * i for i in range(8)],
+            original_max_position_embeddings=8,
+        )
+        config = transformers.Phi3Config(
+            **common,
+            num_key_value_heads=2,
+            rope_parameters=rope,
+            original_max_position_embeddings=8,
+            pad_token_id=None,
+        )
+    elif family == "bloom":  # ALiBi, embedding norm, head-interleaved fused qkv, tied head
+        config = transformers.BloomConfig(
+            vocab_size=VOCAB, hidden_size=64, n_layer=2, n_head=4, use_cache=False
+        )
+    elif family == "opt":  # learned positions offset by 2, ReLU, tied head
+        config = transformers.OPTConfig(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            ffn_dim=128,
+            max_position_embeddings=64,
+            word_embed_proj_dim=64,
+            pad_token_id=None,
+            use_cache=False,
+        )
+    else:  # local/global layers, soft-caps low enough to bite, query scalar != head_dim
+        config = transformers.Gemma2Config(
+            **common,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=4,
+            query_pre_attn_scalar=24,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=5.0,
+        )
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     with torch.no_grad():
@@ -118,6 +166,39 @@ def test_parity_with_transformers(hf, family, tmp_path):
     assert ours.dtype == np.float32
     # Composite f32 forward through two layers: levanter's 1e-4 rule, absolute on O(1) logits.
     np.testing.assert_allclose(ours[np.asarray(mask)], theirs[np.asarray(mask)], atol=1e-4, rtol=0)
+
+
+def test_opt_post_norm_parity_and_project_in_rejected(hf, tmp_path):
+    """OPT-350m's post-norm layout (do_layer_norm_before=False: no final norm) loads to the
+    same logits; its project_in/out (word_embed_proj_dim != hidden) is a one-line error."""
+    torch, transformers = hf
+    kw = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+    kw |= dict(ffn_dim=128, max_position_embeddings=64, pad_token_id=None, use_cache=False)
+    config = transformers.OPTConfig(**kw, word_embed_proj_dim=64, do_layer_norm_before=False)
+    torch.manual_seed(0)
+    torch_model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    with torch.no_grad():
+        for p in torch_model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    torch_model.eval().save_pretrained(tmp_path)
+    model, ours = load_pretrained(tmp_path, dtype="float32")
+    assert not ours.norm_before and model.final_norm is None
+    tokens, mask = _batch()
+    m = np.asarray(mask)
+    theirs = _hf_logits(hf, torch_model, tokens, mask)
+    # Same composite-f32 tolerance as the other parity tests.
+    np.testing.assert_allclose(np.asarray(model(tokens, mask))[m], theirs[m], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match=r"opt with word_embed_proj_dim=32 != hidden_size=64"):
+        ModelConfig.from_hf(ours.to_hf() | {"word_embed_proj_dim": 32})
+
+
+@pytest.mark.parametrize("n_heads", [1, 4, 6, 12, 16])
+def test_alibi_slopes_match_bloom(hf, n_heads):
+    """Powers of two and not (the interleaved extra slopes): exact, both are float32 powers."""
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    want = _get_alibi_slopes(n_heads, "cpu").numpy()
+    np.testing.assert_array_equal(alibi_slopes(n_heads), want)
 
 
 def test_load_sharded_transformers_checkpoint(hf, tmp_path):
@@ -275,9 +356,26 @@ def test_config_reads_transformers4_spelling():
     assert config.parallel_residual and config.fused_qkv and not config.tie_word_embeddings
 
 
+def test_config_reads_phi3_su_rope_scaling():
+    """Phi-3-mini-128k's transformers 4 spelling: rope_scaling type "su" with the original
+    context at top level; the attention factor is transformers' sqrt(1 + ln f / ln original)."""
+    phi3 = ModelConfig.tiny("phi3").to_hf()
+    del phi3["rope_parameters"], phi3["original_max_position_embeddings"]
+    short, long = [1.0] * 8, [float(i + 1) for i in range(8)]
+    phi3 |= {"rope_theta": 10000.0, "max_position_embeddings": 64}
+    phi3 |= {"original_max_position_embeddings": 16}
+    phi3["rope_scaling"] = {"type": "su", "short_factor": short, "long_factor": long}
+    config = ModelConfig.from_hf(phi3)
+    assert config.rope_short_factor == tuple(short) and config.rope_long_factor == tuple(long)
+    assert config.rope_original_max_positions == 16
+    # Python floats on both sides: the same expression, so exact.
+    assert config.rope_attention_factor == math.sqrt(1 + math.log(4) / math.log(16))
+
+
 def test_config_errors():
-    with pytest.raises(ValueError, match="unsupported model_type 'mistral'.*gpt2, gpt_neox"):
-        ModelConfig.from_hf({"model_type": "mistral"})
+    match = "unsupported model_type 'mamba'; supported: gpt2, gpt_neox, llama, qwen2, mistral, "
+    with pytest.raises(ValueError, match=match + "phi3, gemma2, opt, bloom$"):
+        ModelConfig.from_hf({"model_type": "mamba"})
     with pytest.raises(ValueError, match="hidden_size 60 not divisible by n_heads 8"):
         ModelConfig.tiny("gpt2", hidden_size=60, n_heads=8)
     with pytest.raises(ValueError, match="n_heads 4 not divisible by n_kv_heads 3"):
@@ -285,6 +383,15 @@ def test_config_errors():
     with pytest.raises(ValueError, match="rope_type='yarn'"):
         cfg = ModelConfig.tiny("llama").to_hf()
         ModelConfig.from_hf(cfg | {"rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    with pytest.raises(ValueError, match="phi3 with rope_type='yarn' is not supported"):
+        cfg = ModelConfig.tiny("phi3").to_hf()
+        ModelConfig.from_hf(cfg | {"rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    with pytest.raises(ValueError, match="LongRoPE factors need rotary_ndims // 2 = 8 entries"):
+        ModelConfig.tiny("phi3", rope_long_factor=(1.0,))
+    with pytest.raises(ValueError, match=r"full_attention_layers \(2,\) outside \[0, 2\)"):
+        ModelConfig.tiny("gemma2", full_attention_layers=(2,))
+    with pytest.raises(ValueError, match="family 'mistral' requires"):
+        ModelConfig.tiny("mistral", attn_softcap=5.0).to_hf()
 
 
 # --------------------------------------------------------------------------- forward invariants
@@ -303,6 +410,18 @@ def test_padding_invariance(family):
     n = LENGTHS[2]
     alone = np.asarray(model(tokens[2:, :n]))
     np.testing.assert_allclose(a[2, :n], alone[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+def test_sliding_window_hides_tokens_beyond_it(family):
+    """One local layer of window 4: token 0 reaches positions 0-3 and no further (exact)."""
+    config = ModelConfig.tiny(family, n_layers=1, full_attention_layers=())
+    model = _perturbed(config)
+    tokens, _ = _batch()
+    a = np.asarray(model(tokens))
+    b = np.asarray(model(tokens.at[:, 0].set((tokens[:, 0] + 1) % VOCAB)))
+    np.testing.assert_array_equal(a[:, 4:], b[:, 4:])
+    assert np.abs(a[:, 3] - b[:, 3]).min() > 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -1,6 +1,7 @@
 """Flax NNX decoder models and Hugging Face checkpoint I/O.
 
-One `Decoder` covers GPT-2, GPT-NeoX/Pythia, Llama and Qwen2, switched by a frozen `ModelConfig`.
+One `Decoder` covers GPT-2, GPT-NeoX/Pythia, Llama, Qwen2, Mistral, Phi-3, Gemma-2, OPT and BLOOM,
+switched by a frozen `ModelConfig`.
 `load_pretrained` / `save_pretrained` read and write transformers' safetensors layout, so a
 checkpoint moves between jaxlaw and PyTorch unchanged; `load_pretrained` also reads llama.cpp's
 GGUF files (dequantized to float32, `read_gguf`), and `installed_gguf` finds the optional
@@ -12,6 +13,7 @@ sampling, left- or right-padded prompts, stop tokens, one compiled loop per shap
 """
 
 from ._attention import Attention as Attention
+from ._attention import alibi_slopes as alibi_slopes
 from ._attention import apply_rotary as apply_rotary
 from ._cache import KVCache as KVCache
 from ._cache import LayerCache as LayerCache

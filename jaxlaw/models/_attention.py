@@ -6,8 +6,11 @@ sequence (training), ``extend`` writes new keys/values into a `LayerCache` and a
 embedding in Hugging Face's ``rotate_half`` convention (Llama, GPT-NeoX, Qwen2).
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from .._types import Array, Bool, Float, Int
@@ -22,12 +25,15 @@ def apply_rotary(
     ndims: int,
     theta: float,
     positions: Int[Array, "examples seq"] | None = None,
+    factors: Float[Array, " half"] | None = None,
+    attention_factor: float = 1.0,
 ) -> Float[Array, "examples seq heads head_dim"]:
     """Rotate the first ``ndims`` dims of every head by position, HF ``rotate_half`` style.
 
     Position ``p`` rotates the pair ``(x[i], x[i + ndims/2])`` by angle
-    ``p * theta**(-2i/ndims)``; dims from ``ndims`` on pass through unchanged (Pythia's partial
-    rotary). The angles are computed in float32 and cast to ``x.dtype``, as transformers does.
+    ``p * theta**(-2i/ndims) / factors[i]``; dims from ``ndims`` on pass through unchanged
+    (Pythia's partial rotary). The angles, cos and sin are computed in float32 and cast to
+    ``x.dtype``, as transformers does.
 
     Args:
         x: queries or keys, head-split.
@@ -36,12 +42,15 @@ def apply_rotary(
         positions: the position of every token, per example (e.g. counting real tokens only,
             so that left padding does not shift them). ``None`` means ``arange(seq)`` for every
             example, which is right for right-padded batches.
+        factors: LongRoPE's ``ndims // 2`` frequency divisors; ``None`` means all 1.
+        attention_factor: LongRoPE's multiplier of cos and sin.
 
     Returns:
         ``x`` with rotary embeddings applied, same dtype.
     """
     seq = x.shape[1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, ndims, 2, dtype=jnp.float32) / ndims))
+    wavelength = theta ** (jnp.arange(0, ndims, 2, dtype=jnp.float32) / ndims)
+    inv_freq = 1.0 / (wavelength if factors is None else factors * wavelength)
     # Without positions, the very program of the training forward (one angle table for all).
     if positions is None:
         angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (seq, nd/2)
@@ -50,11 +59,40 @@ def apply_rotary(
     angles = jnp.concatenate([angles, angles], axis=-1)
     # (1 or examples, seq, 1, ndims): broadcast over heads.
     angles = angles[None, :, None, :] if positions is None else angles[:, :, None, :]
-    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    if attention_factor != 1.0:
+        cos, sin = cos * attention_factor, sin * attention_factor
+    cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
     x_rot, x_pass = x[..., :ndims], x[..., ndims:]
     x1, x2 = x_rot[..., : ndims // 2], x_rot[..., ndims // 2 :]
     rotated = jnp.concatenate([-x2, x1], axis=-1)
     return jnp.concatenate([x_rot * cos + rotated * sin, x_pass], axis=-1)
+
+
+def alibi_slopes(n_heads: int) -> np.ndarray:
+    """ALiBi's per-head slopes, float32, as BLOOM computes them (Press et al. 2022).
+
+    Math: for ``n`` a power of two, ``slope_h = 2**(-8 (h + 1) / n)``; otherwise the ``n'``
+    (largest power of two below ``n``) slopes of ``n'``, then every other slope of ``2 n'``.
+
+    Args:
+        n_heads: number of attention heads.
+
+    Returns:
+        ``[n_heads]`` float32 slopes.
+    """
+
+    def powers(n: int, exponents: np.ndarray) -> np.ndarray:
+        # A float32 base raised in float64, then rounded once: torch.pow's float32 result.
+        base = np.float64(np.float32(2 ** (-(2 ** -(math.log2(n) - 3)))))
+        return (base**exponents).astype(np.float32)
+
+    closest = 2 ** math.floor(math.log2(n_heads))
+    slopes = powers(closest, np.arange(1, 1 + closest))
+    if closest != n_heads:
+        remaining = min(closest, n_heads - closest)
+        slopes = np.concatenate([slopes, powers(2 * closest, np.arange(1, 1 + 2 * remaining, 2))])
+    return slopes
 
 
 @jax.custom_jvp
@@ -85,7 +123,10 @@ class Attention(nnx.Module):
     heads contiguous inside each part, or ``q_proj``/``k_proj``/``v_proj`` (Llama, Qwen2); the
     output projection is ``o_proj``. Query head ``h`` reads key/value head
     ``h // (n_heads // n_kv_heads)``, as transformers' ``repeat_kv`` does. Scores are scaled by
-    ``head_dim**-0.5`` and the softmax runs in float32.
+    ``head_dim**-0.5`` (``query_pre_attn_scalar**-0.5`` when set), soft-capped when
+    ``attn_softcap`` is set, ALiBi's ``slope_h * key_position`` is added with
+    ``positions="alibi"``, and the softmax runs in float32. Sliding windows live in the
+    ``mask`` the `Decoder` passes in.
 
     Args:
         config: the architecture.
@@ -123,7 +164,7 @@ class Attention(nnx.Module):
             The attention output after ``o_proj``.
         """
         q, k, v = self._project(x, None)
-        return self._attend(q, k, v, mask)
+        return self._attend(q, k, v, mask, None)
 
     def extend(
         self,
@@ -132,6 +173,7 @@ class Attention(nnx.Module):
         positions: Int[Array, "examples seq"],
         cache: LayerCache,
         index: Int[Array, ""],
+        slot_positions: Int[Array, "examples slots"],
     ) -> tuple[Float[Array, "examples seq embed"], LayerCache]:
         """Write the new tokens' keys/values at cache slots ``index ..`` and attend over the cache.
 
@@ -142,6 +184,8 @@ class Attention(nnx.Module):
             positions: position of every new token (rotary embeddings).
             cache: this layer's keys and values so far.
             index: first slot to write; ``index + seq`` must not exceed ``slots``.
+            slot_positions: the position of every cache slot, these tokens' included (ALiBi's
+                key positions).
 
         Returns:
             The attention output after ``o_proj``, and the updated cache.
@@ -151,7 +195,7 @@ class Attention(nnx.Module):
         start = (zero, index, zero, zero)
         k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start)
         v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start)
-        return self._attend(q, k, v, mask), LayerCache(k, v)
+        return self._attend(q, k, v, mask, slot_positions), LayerCache(k, v)
 
     def _project(self, x, positions):
         """Head-split queries, keys and values; rotary applied at ``positions``."""
@@ -167,19 +211,42 @@ class Attention(nnx.Module):
         k = k.reshape(examples, seq, c.n_kv_heads, c.head_dim)
         v = v.reshape(examples, seq, c.n_kv_heads, c.head_dim)
         if c.positions == "rotary":
-            q = apply_rotary(q, ndims=c.rotary_ndims, theta=c.rope_theta, positions=positions)
-            k = apply_rotary(k, ndims=c.rotary_ndims, theta=c.rope_theta, positions=positions)
+            rope = dict(ndims=c.rotary_ndims, theta=c.rope_theta, positions=positions)
+            if c.rope_long_factor is not None:
+                rope |= self._longrope(seq, positions)
+            q, k = apply_rotary(q, **rope), apply_rotary(k, **rope)
         return q, k, v
 
-    def _attend(self, q, k, v, mask):
-        """Grouped-query attention of ``q`` [b, seq] over ``k``/``v`` [b, keys], then ``o_proj``."""
+    def _longrope(self, seq, positions):
+        """LongRoPE's factors for this call: long once ``max(position) + 1`` exceeds the original
+        context (static in the training forward, where positions are ``arange(seq)``)."""
+        c = self.config
+        short = jnp.asarray(c.rope_short_factor, jnp.float32)
+        long = jnp.asarray(c.rope_long_factor, jnp.float32)
+        if positions is None:
+            factors = long if seq > c.rope_original_max_positions else short
+        else:
+            factors = jnp.where(jnp.max(positions) + 1 > c.rope_original_max_positions, long, short)
+        return dict(factors=factors, attention_factor=c.rope_attention_factor)
+
+    def _attend(self, q, k, v, mask, key_positions):
+        """Grouped-query attention of ``q`` [b, seq] over ``k``/``v`` [b, keys], then ``o_proj``;
+        ``key_positions`` [b, keys] (``None``: ``arange(keys)``) feed ALiBi only."""
         c = self.config
         examples, seq = q.shape[:2]
         groups = c.n_heads // c.n_kv_heads
         q = q.reshape(examples, seq, c.n_kv_heads, groups, c.head_dim)
         # float32 scores even from bf16 inputs: the softmax is where low precision hurts most.
         scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32)
-        scores = scores * c.head_dim**-0.5
+        scores = scores * (c.query_pre_attn_scalar or c.head_dim) ** -0.5
+        if c.attn_softcap is not None:
+            scores = jnp.tanh(scores / c.attn_softcap) * c.attn_softcap
+        if c.positions == "alibi":
+            slopes = jnp.asarray(alibi_slopes(c.n_heads)).reshape(c.n_kv_heads, groups)
+            if key_positions is None:
+                key_positions = jnp.arange(k.shape[1])[None, :]
+            keys = key_positions.astype(jnp.float32)[:, None, None, None, :]
+            scores = scores + slopes[None, :, :, None, None] * keys  # (b, kv, groups, 1, keys)
         # A finite fill (not -inf) keeps fully masked rows finite: softmax makes them uniform.
         scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
         probs = softmax(scores).astype(v.dtype)

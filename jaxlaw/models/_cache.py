@@ -33,8 +33,11 @@ class KVCache(NamedTuple):
         layers: one `LayerCache` per block, in model order.
         valid: ``[examples, slots]``, True at slots holding a real token.
         index: int32 scalar, the number of slots written so far (the next slot to write).
+        positions: ``[examples, slots]`` int32, the position of the token in each slot (what
+            sliding-window attention measures distance in; 0 at unwritten slots).
     """
 
     layers: tuple[LayerCache, ...]
     valid: Bool[Array, "examples slots"]
     index: Int[Array, ""]
+    positions: Int[Array, "examples slots"]

@@ -63,8 +63,11 @@ def generate(
     ``logits / temperature`` restricted to the nucleus: the most likely tokens whose
     probabilities, summed in decreasing order before each one, stay below ``top_p`` (the rule
     of transformers' ``TopPLogitsWarper``). Step ``i`` draws with ``jr.fold_in(key, i)``: same
-    key, same tokens. The loop exits early once every example has finished. Runs the model in
-    eval mode (no LoRA dropout); LoRA-adapted models decode through their adapters.
+    key, same tokens. The loop exits early once every example has finished. With LongRoPE
+    (Phi-3) the step whose longest position first passes ``rope_original_max_positions``
+    recomputes the whole cache with the long factors, as transformers does; the factors are
+    chosen for the whole batch, so a row's tokens can depend on its batch there. Runs the model
+    in eval mode (no LoRA dropout); LoRA-adapted models decode through their adapters.
 
     Args:
         model: the language model (plain or LoRA-adapted).
@@ -164,6 +167,7 @@ def _generate_jit(
 ) -> Generation:
     model = nnx.merge(graphdef, state)
     model.eval()
+    c = model.config
     examples, width = tokens.shape
     stops = jnp.asarray(stop_tokens, jnp.int32)
 
@@ -191,9 +195,31 @@ def _generate_jit(
         step, _, _, finished, _, _ = carry
         return (step < max_new_tokens) & ~jnp.all(finished)
 
+    def feed(tok, out, cache, step):
+        return model.extend(tok[:, None], jnp.ones((examples, 1), bool), cache)
+
+    def rebuild(tok, out, cache, step):
+        """The cache of prompt + fed tokens, recomputed from scratch (LongRoPE's switch)."""
+        fed = jnp.arange(max_new_tokens - 1, dtype=jnp.int32)[None, :] < step
+        history = jnp.concatenate([tokens, out[:, : max_new_tokens - 1]], axis=1)
+        fed = jnp.concatenate([mask, jnp.broadcast_to(fed, (examples, fed.shape[1]))], axis=1)
+        fresh = model.init_cache(examples, cache.valid.shape[1])
+        hidden, fresh = model.extend_hidden_states(history, fed, fresh)
+        # Slots past the fed tokens hold masked padding; the loop overwrites them in order.
+        fresh = fresh._replace(index=width + step)
+        hidden = jax.lax.dynamic_slice_in_dim(hidden, width + step - 1, 1, axis=1)
+        return model.unembed(hidden), fresh
+
     def body(carry):
         step, tok, out, finished, lengths, cache = carry
-        logits, cache = model.extend(tok[:, None], jnp.ones((examples, 1), bool), cache)
+        if c.rope_long_factor is None:
+            logits, cache = feed(tok, out, cache, step)
+        else:
+            # LongRoPE switches to its long factors once the sequence outgrows the original
+            # context; transformers' Phi-3 then recomputes its whole cache, and so does this.
+            position = jnp.max(jnp.sum(cache.valid, axis=-1, dtype=jnp.int32))
+            crossing = position == c.rope_original_max_positions
+            logits, cache = jax.lax.cond(crossing, rebuild, feed, tok, out, cache, step)
         tok = jnp.where(finished, pad_id, pick(logits[:, 0], step))
         out = jax.lax.dynamic_update_slice(out, tok[:, None], (jnp.zeros_like(step), step))
         lengths = lengths + (~finished).astype(jnp.int32)

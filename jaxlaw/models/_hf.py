@@ -48,8 +48,14 @@ IGNORED_BUFFERS: tuple[str, ...] = (
 _SINGLE = "model.safetensors"
 _INDEX = "model.safetensors.index.json"
 _SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
-# The base-model prefix each family's causal-LM class puts before every name but its head.
-_PREFIX = {"gpt2": "transformer.", "gpt_neox": "gpt_neox.", "llama": "model.", "qwen2": "model."}
+# The base-model prefix each family's causal-LM class puts before every name but its head
+# (``model.`` for the families not listed).
+_PREFIX = {
+    "gpt2": "transformer.",
+    "gpt_neox": "gpt_neox.",
+    "opt": "model.decoder.",
+    "bloom": "transformer.",
+}
 _HEAD = {"gpt2": "lm_head.weight", "gpt_neox": "embed_out.weight"}
 
 
@@ -69,7 +75,7 @@ class _Tensor:
 def _tensor_map(config: ModelConfig) -> list[_Tensor]:
     """Every parameter of a `Decoder` with ``config``, with its HF name (prefix included)."""
     c, family = config, config.family
-    prefix = _PREFIX[family]
+    prefix = _prefix(config)
     out: list[_Tensor] = []
 
     def norm(name: str, path: tuple[str | int, ...]):
@@ -95,6 +101,34 @@ def _tensor_map(config: ModelConfig) -> list[_Tensor]:
             linear(h + "mlp.c_fc", (*b, "mlp", "up_proj"), True, "same")
             linear(h + "mlp.c_proj", (*b, "mlp", "down_proj"), True, "same")
         norm("ln_f", ("final_norm",))
+    elif family == "bloom":
+        out.append(_Tensor(prefix + "word_embeddings.weight", ("embed", "embedding")))
+        norm("word_embeddings_layernorm", ("embed_norm",))
+        for i in range(c.n_layers):
+            h, b = f"h.{i}.", ("blocks", i)
+            norm(h + "input_layernorm", (*b, "attn_norm"))
+            # BLOOM interleaves q/k/v per head, as GPT-NeoX does.
+            qkv = (*b, "attn", "qkv")
+            linear(h + "self_attention.query_key_value", qkv, True, "neox_qkv_kernel")
+            linear(h + "self_attention.dense", (*b, "attn", "o_proj"), True)
+            norm(h + "post_attention_layernorm", (*b, "mlp_norm"))
+            linear(h + "mlp.dense_h_to_4h", (*b, "mlp", "up_proj"), True)
+            linear(h + "mlp.dense_4h_to_h", (*b, "mlp", "down_proj"), True)
+        norm("ln_f", ("final_norm",))
+    elif family == "opt":
+        out.append(_Tensor(prefix + "embed_tokens.weight", ("embed", "embedding")))
+        out.append(_Tensor(prefix + "embed_positions.weight", ("pos_embed", "embedding")))
+        for i in range(c.n_layers):
+            h, b = f"layers.{i}.", ("blocks", i)
+            norm(h + "self_attn_layer_norm", (*b, "attn_norm"))
+            for proj in ("q_proj", "k_proj", "v_proj"):
+                linear(h + "self_attn." + proj, (*b, "attn", proj), c.qkv_bias)
+            linear(h + "self_attn.out_proj", (*b, "attn", "o_proj"), c.attn_out_bias)
+            norm(h + "final_layer_norm", (*b, "mlp_norm"))  # the block's MLP norm
+            linear(h + "fc1", (*b, "mlp", "up_proj"), c.mlp_bias)
+            linear(h + "fc2", (*b, "mlp", "down_proj"), c.mlp_bias)
+        if c.norm_before:
+            norm("final_layer_norm", ("final_norm",))
     elif family == "gpt_neox":
         out.append(_Tensor(prefix + "embed_in.weight", ("embed", "embedding")))
         for i in range(c.n_layers):
@@ -107,21 +141,34 @@ def _tensor_map(config: ModelConfig) -> list[_Tensor]:
             linear(h + "mlp.dense_h_to_4h", (*b, "mlp", "up_proj"), c.mlp_bias)
             linear(h + "mlp.dense_4h_to_h", (*b, "mlp", "down_proj"), c.mlp_bias)
         norm("final_layer_norm", ("final_norm",))
-    else:  # llama, qwen2
+    else:  # llama, qwen2, mistral, phi3, gemma2
         out.append(_Tensor(prefix + "embed_tokens.weight", ("embed", "embedding")))
         for i in range(c.n_layers):
             h, b = f"layers.{i}.", ("blocks", i)
             norm(h + "input_layernorm", (*b, "attn_norm"))
-            for proj in ("q_proj", "k_proj", "v_proj"):
-                linear(h + "self_attn." + proj, (*b, "attn", proj), c.qkv_bias)
+            if c.fused_qkv:  # Phi-3's qkv_proj: [q | k | v] rows, as jaxlaw's qkv
+                linear(h + "self_attn.qkv_proj", (*b, "attn", "qkv"), c.qkv_bias)
+            else:
+                for proj in ("q_proj", "k_proj", "v_proj"):
+                    linear(h + "self_attn." + proj, (*b, "attn", proj), c.qkv_bias)
             linear(h + "self_attn.o_proj", (*b, "attn", "o_proj"), c.attn_out_bias)
-            norm(h + "post_attention_layernorm", (*b, "mlp_norm"))
-            for proj in ("gate_proj", "up_proj", "down_proj"):
+            if c.post_norms:  # Gemma-2's sandwich: post_attention_layernorm is not the MLP's
+                norm(h + "post_attention_layernorm", (*b, "attn_post_norm"))
+                norm(h + "pre_feedforward_layernorm", (*b, "mlp_norm"))
+                norm(h + "post_feedforward_layernorm", (*b, "mlp_post_norm"))
+            else:
+                norm(h + "post_attention_layernorm", (*b, "mlp_norm"))
+            mlp = ("gate_up_proj",) if c.fused_gate_up else ("gate_proj", "up_proj")
+            for proj in (*mlp, "down_proj"):
                 linear(h + "mlp." + proj, (*b, "mlp", proj), c.mlp_bias)
         norm("norm", ("final_norm",))
     if not c.tie_word_embeddings:
         out.append(_Tensor(_head_name(config), ("lm_head", "kernel"), "transpose"))
     return out
+
+
+def _prefix(config: ModelConfig) -> str:
+    return _PREFIX.get(config.family, "model.")
 
 
 def _head_name(config: ModelConfig) -> str:
@@ -239,7 +286,7 @@ def model_from_tensors(
         CheckpointError: missing, unexpected or mis-shaped tensors; the message lists each
             name with its shape.
     """
-    prefix, head = _PREFIX[config.family], _head_name(config)
+    prefix, head = _prefix(config), _head_name(config)
     # Base-model checkpoints lack the prefix; keep the file's own name for error messages.
     canonical = {(n if n.startswith(prefix) or n == head else prefix + n): n for n in tensors}
 
