@@ -13,6 +13,12 @@ from ._reference import fit_rectified_reference, fit_vanilla_reference
 from ._result import FitResult, clean_points, huber
 from ._x64 import in_float64
 
+# XLA:CPU's default fusion emitters (jaxlib 0.10) take ~2x longer to compile the fit than the
+# classic loop emitters, at the same run time (2-core CPU, 30 and 90 curves); compile time is
+# most of what a CLI call pays. The option is a field of XLA's DebugOptions, which every
+# backend accepts; the others ignore it.
+COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
 
 def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
     """Masked log residuals ``predict - log_l`` (zero at masked points)."""
@@ -204,21 +210,54 @@ def fit_curve(
     )
 
 
-@in_float64
-@partial(
-    jax.jit,
-    static_argnames=(
-        "law",
-        "n_inits",
-        "loss",
-        "delta",
-        "screen_steps",
-        "schedule",
-        "rtol",
-        "atol",
-        "faithful",
-    ),
+_STATIC = (
+    "law",
+    "n_inits",
+    "loss",
+    "delta",
+    "screen_steps",
+    "schedule",
+    "rtol",
+    "atol",
+    "faithful",
 )
+
+
+def _fit_curves(
+    law, log_d, log_l, mask, *, key, n_inits, loss, delta, screen_steps, schedule, rtol, atol,
+    faithful,
+):
+    log_l = jnp.asarray(log_l)
+    if mask is None:
+        mask = jnp.isfinite(log_l)
+    batch = log_l.shape[:-1]
+    n = log_l.shape[-1]
+    log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape).reshape(-1, n)
+    flat_l, flat_m = log_l.reshape(-1, n), jnp.broadcast_to(mask, log_l.shape).reshape(-1, n)
+    keys = jr.split(key, flat_l.shape[0])
+    one = partial(
+        fit_curve,
+        law,
+        n_inits=n_inits,
+        loss=loss,
+        delta=delta,
+        screen_steps=screen_steps,
+        schedule=schedule,
+        rtol=rtol,
+        atol=atol,
+        faithful=faithful,
+    )
+    out = jax.vmap(lambda x, y, m, k: one(x, y, m, key=k))(log_d, flat_l, flat_m, keys)
+    return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
+
+
+# jit refuses compiler options on a nested jit, so a call from inside a trace (the caller's
+# jit or vmap) gets the same function without them.
+_fit_curves_top = jax.jit(_fit_curves, static_argnames=_STATIC, compiler_options=COMPILER_OPTIONS)
+_fit_curves_nested = jax.jit(_fit_curves, static_argnames=_STATIC)
+
+
+@in_float64
 def fit_curves(
     law: Law,
     log_d: Float[ArrayLike, "*#curves points"],
@@ -244,17 +283,13 @@ def fit_curves(
     Returns:
         `FitResult` whose leaves have the leading ``curves`` axis.
     """
-    log_l = jnp.asarray(log_l)
-    if mask is None:
-        mask = jnp.isfinite(log_l)
-    batch = log_l.shape[:-1]
-    n = log_l.shape[-1]
-    log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape).reshape(-1, n)
-    flat_l, flat_m = log_l.reshape(-1, n), jnp.broadcast_to(mask, log_l.shape).reshape(-1, n)
-    keys = jr.split(key, flat_l.shape[0])
-    one = partial(
-        fit_curve,
+    traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((log_d, log_l, mask, key)))
+    return (_fit_curves_nested if traced else _fit_curves_top)(
         law,
+        log_d,
+        log_l,
+        mask,
+        key=key,
         n_inits=n_inits,
         loss=loss,
         delta=delta,
@@ -264,8 +299,9 @@ def fit_curves(
         atol=atol,
         faithful=faithful,
     )
-    out = jax.vmap(lambda x, y, m, k: one(x, y, m, key=k))(log_d, flat_l, flat_m, keys)
-    return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
+
+
+fit_curves._cache_size = _fit_curves_top._cache_size  # type: ignore[attr-defined]
 
 
 @in_float64

@@ -41,6 +41,29 @@ class _State(NamedTuple):
     stalled: jax.Array
 
 
+def _solve_spd(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a^-1 b`` for a small symmetric positive-definite ``a`` by an unrolled Cholesky.
+
+    Written out in scalar ops (``k`` is 2-5), so the solve fuses with the step around it:
+    ``jnp.linalg.solve`` lowers to LAPACK calls, a separate kernel per call and per iteration
+    of the loop, and loads LAPACK (through scipy) into the process.
+    """
+    k = a.shape[0]
+    chol = [[None] * k for _ in range(k)]
+    for j in range(k):
+        diag = jnp.sqrt(a[j, j] - sum(chol[j][m] ** 2 for m in range(j)))
+        chol[j][j] = diag
+        for i in range(j + 1, k):
+            chol[i][j] = (a[i, j] - sum(chol[i][m] * chol[j][m] for m in range(j))) / diag
+    y = []
+    for i in range(k):  # forward: L y = b
+        y.append((b[i] - sum(chol[i][m] * y[m] for m in range(i))) / chol[i][i])
+    x = [None] * k
+    for i in reversed(range(k)):  # backward: L^T x = y
+        x[i] = (y[i] - sum(chol[m][i] * x[m] for m in range(i + 1, k))) / chol[i][i]
+    return jnp.stack(x)
+
+
 def least_squares(
     fn: Callable[[object], jax.Array],
     p0,
@@ -74,7 +97,7 @@ def least_squares(
         h = jac.T @ jac
         d = jnp.diag(h)
         d = jnp.maximum(d, 1e-12 * jnp.maximum(jnp.max(d), 1e-300))
-        dx = -jnp.linalg.solve(h + s.lam * jnp.diag(d), g)
+        dx = -_solve_spd(h + s.lam * jnp.diag(d), g)
         x_new = s.x + dx
         c_new = cost(res(x_new))
         ok = jnp.isfinite(c_new) & (c_new <= s.cost) & jnp.all(jnp.isfinite(dx))
