@@ -73,45 +73,50 @@ def _halving(law, loss, delta, starts, data, n_inits, screen_steps, schedule, rt
 
 
 def _halving_mse(law, starts, data, n_inits, screen_steps, schedule, rtol, atol):
-    """The same successive halving for the MSE, with two compiled Levenberg-Marquardt loops.
+    """The same successive halving for the MSE, with ONE compiled Levenberg-Marquardt loop.
 
-    The screen runs every start; the polishing stages share ONE loop over the ``w`` =
-    max(keep) best screened starts, inside a ``fori_loop`` over stages with the lanes outside
-    a stage's ``keep`` best frozen. The program then holds two copies of the solver instead
-    of one per stage, which is what a CLI process pays for in compile time. Frozen lanes keep
-    their value and a polished start only improves, so the ``keep`` best of the ``w`` lanes
-    are the ``keep`` best of the previous stage's survivors, as in `_halving`.
+    Every stage runs the same loop over ``w`` = max(keep) lanes, inside a ``fori_loop`` over
+    stages: the screen in chunks of ``w`` starts, then each polishing stage on the ``w`` best
+    starts with the lanes outside its ``keep`` best frozen. The program holds one copy of the
+    solver (compiling a copy is most of what a CLI process pays), and a vmapped loop costs per
+    lane and step, so running the screen in chunks costs about what one wide loop does. Frozen
+    lanes keep their value and a polished start only improves, so the ``keep`` best of the
+    ``w`` best are the ``keep`` best of the previous stage's survivors, as in `_halving`.
     """
-
-    def one(p0, active, max_steps):
-        return _solve_one(law, "mse", 0.0, max_steps, rtol, atol, p0, *data, active=active)
-
-    everyone = jnp.ones(n_inits, bool)
-    params, value, met, total = jax.vmap(one, in_axes=(0, 0, None))(starts, everyone, screen_steps)
-    init_loss = value
-    if not schedule:
-        return params, value, met, total, init_loss
-    width = min(max(k for k, _ in schedule), n_inits)
-    idx = jnp.argsort(value, stable=True)[:width]
-    keeps = jnp.asarray([min(k, width) for k, _ in schedule], jnp.int32)
-    lengths = jnp.asarray([s for _, s in schedule], jnp.int32)
+    width = min(max((k for k, _ in schedule), default=n_inits), n_inits)
+    chunks = -(-n_inits // width)
+    padded = chunks * width  # the last chunk's spare lanes are frozen copies of start 0
+    params = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - n_inits)]), starts)
+    stages = [(c * width, width, screen_steps) for c in range(chunks)]
+    stages += [(-1, min(k, width), s) for k, s in schedule]  # -1: the best ``width`` lanes
+    first, keeps, lengths = (jnp.asarray(col, jnp.int32) for col in zip(*stages))
+    lane = jnp.arange(width)
 
     def stage(i, carry):
-        params, value, met, total = carry
-        active = jnp.argsort(jnp.argsort(value, stable=True), stable=True) < keeps[i]
-        new, new_value, converged, taken = jax.vmap(one, in_axes=(0, 0, None))(
-            params, active, lengths[i]
-        )
+        params, value, met, total, screened = carry
+        screen = first[i] >= 0
+        best = jnp.argsort(value, stable=True)[:width]
+        sel = jnp.where(screen, first[i] + lane, best)
+        active = jnp.where(screen, sel < n_inits, lane < keeps[i])
+        new, new_value, converged, taken = jax.vmap(
+            lambda p0, on: _solve_one(
+                law, "mse", 0.0, lengths[i], rtol, atol, p0, *data, active=on
+            )
+        )(jax.tree.map(lambda a: a[sel], params), active)
+        new_value = jnp.where(active, new_value, value[sel])
         return (
-            new,
-            jnp.where(active, new_value, value),
-            met | (active & converged),
-            total + jnp.where(active, taken, 0),
+            jax.tree.map(lambda a, b: a.at[sel].set(b), params, new),
+            value.at[sel].set(new_value),
+            met.at[sel].set(met[sel] | (active & converged)),
+            total.at[sel].add(jnp.where(active, taken, 0)),
+            screened.at[sel].set(jnp.where(screen, new_value, screened[sel])),
         )
 
-    carry = (jax.tree.map(lambda a: a[idx], params), value[idx], met[idx], total[idx])
-    params, value, met, total = jax.lax.fori_loop(0, len(schedule), stage, carry)
-    return params, value, met, total, init_loss
+    inf = jnp.full(padded, jnp.inf, data[1].dtype)
+    carry = (params, inf, jnp.zeros(padded, bool), jnp.zeros(padded, jnp.int32), inf)
+    out = jax.lax.fori_loop(0, len(stages), stage, carry)
+    params, value, met, total, screened = jax.tree.map(lambda a: a[:n_inits], out)
+    return params, value, met, total, screened
 
 
 @in_float64
