@@ -34,6 +34,8 @@ class LMSolution(NamedTuple):
 
 class _State(NamedTuple):
     x: jax.Array
+    r: jax.Array  # residuals at x
+    jac: jax.Array  # their Jacobian at x, (residuals, params)
     cost: jax.Array
     lam: jax.Array
     step: jax.Array
@@ -84,6 +86,13 @@ def least_squares(
     def res(x):
         return fn(unravel(x))
 
+    def res_jac(x):
+        # One forward pass gives the residuals and their Jacobian; the loop carries both for
+        # the accepted point, so each step evaluates the law once (at the trial point).
+        basis = jnp.eye(x.shape[0], dtype=x.dtype)
+        r, cols = jax.vmap(lambda t: jax.jvp(res, (x,), (t,)), out_axes=(None, 0))(basis)
+        return r, cols.T
+
     def cost(r):
         return 0.5 * jnp.sum(r * r)
 
@@ -91,15 +100,14 @@ def least_squares(
         return (s.step < max_steps) & ~s.converged & ~s.stalled
 
     def body(s: _State) -> _State:
-        r = res(s.x)
-        jac = jax.jacfwd(res)(s.x)
-        g = jac.T @ r
-        h = jac.T @ jac
+        g = s.jac.T @ s.r
+        h = s.jac.T @ s.jac
         d = jnp.diag(h)
         d = jnp.maximum(d, 1e-12 * jnp.maximum(jnp.max(d), 1e-300))
         dx = -_solve_spd(h + s.lam * jnp.diag(d), g)
         x_new = s.x + dx
-        c_new = cost(res(x_new))
+        r_new, jac_new = res_jac(x_new)
+        c_new = cost(r_new)
         ok = jnp.isfinite(c_new) & (c_new <= s.cost) & jnp.all(jnp.isfinite(dx))
         small_f = (s.cost - c_new) <= rtol * s.cost + atol
         small_x = jnp.max(jnp.abs(dx)) <= atol + rtol * jnp.max(jnp.abs(s.x))
@@ -107,6 +115,8 @@ def least_squares(
         lam = jnp.where(ok, jnp.maximum(s.lam / 3, _LAM_MIN), jnp.minimum(s.lam * 4, _LAM_MAX))
         return _State(
             x=jnp.where(ok, x_new, s.x),
+            r=jnp.where(ok, r_new, s.r),
+            jac=jnp.where(ok, jac_new, s.jac),
             cost=jnp.where(ok, c_new, s.cost),
             lam=lam,
             step=s.step + 1,
@@ -114,9 +124,12 @@ def least_squares(
             stalled=lam >= _LAM_MAX,
         )
 
-    c0 = cost(res(x0))
+    r0, jac0 = res_jac(x0)
+    c0 = cost(r0)
     init = _State(
         x=x0,
+        r=r0,
+        jac=jac0,
         cost=c0,
         lam=jnp.asarray(_LAM0, x0.dtype),
         step=jnp.asarray(0, jnp.int32),
