@@ -310,8 +310,13 @@ fit_curves._cache_size = _fit_curves_top._cache_size  # type: ignore[attr-define
 
 
 @in_float64
+@partial(jax.jit, static_argnames="law")
 def predict(law: Law, params, log_d: Array) -> Array:
-    """Evaluate ``law`` for batched ``params`` (leading axes) at ``log_d`` (broadcast)."""
+    """Evaluate ``law`` for batched ``params`` (leading axes) at ``log_d`` (broadcast).
+
+    Jitted: one compiled call instead of an eager dispatch (and, in a fresh process, a
+    compile) per operation of the law.
+    """
     lead = jax.tree.leaves(params)[0].ndim
     fn = law.predict
     for _ in range(lead):
