@@ -86,7 +86,9 @@ def _halving_mse(law, starts, data, n_inits, screen_steps, schedule, rtol, atol)
     width = min(max((k for k, _ in schedule), default=n_inits), n_inits)
     chunks = -(-n_inits // width)
     padded = chunks * width  # the last chunk's spare lanes are frozen copies of start 0
-    params = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - n_inits)]), starts)
+    params = jax.tree.map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - n_inits)]), starts
+    )
     stages = [(c * width, width, screen_steps) for c in range(chunks)]
     stages += [(-1, min(k, width), s) for k, s in schedule]  # -1: the best ``width`` lanes
     first, keeps, lengths = (jnp.asarray(col, jnp.int32) for col in zip(*stages))
@@ -99,9 +101,7 @@ def _halving_mse(law, starts, data, n_inits, screen_steps, schedule, rtol, atol)
         sel = jnp.where(screen, first[i] + lane, best)
         active = jnp.where(screen, sel < n_inits, lane < keeps[i])
         new, new_value, converged, taken = jax.vmap(
-            lambda p0, on: _solve_one(
-                law, "mse", 0.0, lengths[i], rtol, atol, p0, *data, active=on
-            )
+            lambda p0, on: _solve_one(law, "mse", 0.0, lengths[i], rtol, atol, p0, *data, active=on)
         )(jax.tree.map(lambda a: a[sel], params), active)
         new_value = jnp.where(active, new_value, value[sel])
         return (
@@ -228,10 +228,7 @@ _STATIC = (
 )
 
 
-def _fit_curves(
-    law, log_d, log_l, mask, *, key, n_inits, loss, delta, screen_steps, schedule, rtol, atol,
-    faithful,
-):
+def _fit_curves(law, log_d, log_l, mask, *, key, **options):
     log_l = jnp.asarray(log_l)
     if mask is None:
         mask = jnp.isfinite(log_l)
@@ -240,18 +237,7 @@ def _fit_curves(
     log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape).reshape(-1, n)
     flat_l, flat_m = log_l.reshape(-1, n), jnp.broadcast_to(mask, log_l.shape).reshape(-1, n)
     keys = jr.split(key, flat_l.shape[0])
-    one = partial(
-        fit_curve,
-        law,
-        n_inits=n_inits,
-        loss=loss,
-        delta=delta,
-        screen_steps=screen_steps,
-        schedule=schedule,
-        rtol=rtol,
-        atol=atol,
-        faithful=faithful,
-    )
+    one = partial(fit_curve, law, **options)
     out = jax.vmap(lambda x, y, m, k: one(x, y, m, key=k))(log_d, flat_l, flat_m, keys)
     return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
 
