@@ -15,6 +15,7 @@ compilation cache, the folder must be one only its user can write.
 """
 
 import hashlib
+import inspect
 import os
 import tempfile
 from functools import cache, partial
@@ -47,6 +48,20 @@ def _source_hash() -> str:
     return h.hexdigest()
 
 
+def _all_options(static: dict) -> dict:
+    """``static`` with `fit_curves`' defaults filled in, so that every spelling of one fit
+    (``fit`` passes ``loss="mse"``, ``select`` leaves it out) shares one entry."""
+    params = inspect.signature(fit_curves).parameters
+    unknown = set(static) - {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    if unknown:
+        raise TypeError(f"fit_curves() got unexpected options {sorted(unknown)}")
+    return {
+        n: static.get(n, p.default)
+        for n, p in params.items()
+        if p.kind is p.KEYWORD_ONLY and n != "key"
+    }
+
+
 def _treedef(law: Law):
     """The pytree structure of a `FitResult` of ``law`` (built without tracing anything)."""
     fields = {f: 0 for f in FitResult._fields if f != "params"}
@@ -64,6 +79,7 @@ def cached_fit_curves(law: Law, log_d, log_l, mask, *, seed: int = 0, **static) 
     folder = _FOLDER[0]
     if folder is None:
         return fit_curves(law, log_d, log_l, mask, key=jr.key(seed), **static)
+    static = _all_options(static)
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
     args = (
         np.asarray(log_d, dtype),
@@ -90,9 +106,34 @@ def cached_fit_curves(law: Law, log_d, log_l, mask, *, seed: int = 0, **static) 
     compiled = _load(path, args, n_out) if path.exists() else None
     if compiled is None:
         fn = jax.jit(partial(_flat_fit, law, static), compiler_options=COMPILER_OPTIONS)
+        hits = _persistent_hits()
         compiled = fn.lower(*args).compile()
-        _store(path, compiled)
+        # An executable that jax's persistent compilation cache served serializes without
+        # its kernels (a stored copy then fails with "Function ... not found"); that cache
+        # holds this program when an entry of ours was lost or jaxlaw's source changed
+        # elsewhere. Such a process runs the served copy and stores nothing.
+        if _persistent_hits() == hits:
+            _store(path, compiled)
     return jax.tree.unflatten(_treedef(law), compiled(*args))
+
+
+_HITS = [0]
+
+
+def _count_hits(event: str, **_) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _HITS[0] += 1
+
+
+@cache
+def _listen() -> None:
+    jax.monitoring.register_event_listener(_count_hits)
+
+
+def _persistent_hits() -> int:
+    """Programs jax's persistent compilation cache has served in this process so far."""
+    _listen()
+    return _HITS[0]
 
 
 def _flat_fit(law: Law, static: dict, log_d, log_l, mask, seed):
