@@ -11,7 +11,9 @@ loop a user writes in place of ``jaxlaw fit`` (the paper's own script fits this 
 starts and a Huber loss). Both print their mean RMSD so the work can be compared.
 
 Cold runs get a fresh ``JAXLAW_CACHE_DIR``; warm runs share one that a first run filled. Runs
-alternate jaxlaw / scipy so drifting load hits both. One JSON line per run goes to
+alternate jaxlaw / scipy so drifting load hits both. The console script runs with this
+checkout first on ``PYTHONPATH``, so a git worktree times its own jaxlaw, not the copy the
+virtual environment was installed from. One JSON line per run goes to
 ``benchmark/results/bench_cli.jsonl``.
 
     python benchmark/bench_cli.py [--runs 5]
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=5, help="fresh processes per measurement")
     a = p.parse_args(argv)
     base = {k: v for k, v in os.environ.items() if not k.startswith("JAXLAW_")}
+    base["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [base.get("PYTHONPATH")])])
     jobs = {
         "help": ["--help"],
         "fit flan": ["fit", "flan"],
@@ -149,6 +152,13 @@ def main(argv: list[str] | None = None) -> None:
             [sys.executable, "-c", "import jax; print(jax.devices())"],
             capture_output=True,
             text=True,
+        ).stdout.strip(),
+        "jaxlaw": subprocess.run(
+            [sys.executable, "-c", "import jaxlaw; print(jaxlaw.__file__)"],
+            capture_output=True,
+            text=True,
+            env=base,
+            cwd="/",
         ).stdout.strip(),
         "runs": a.runs,
         "median_s": med,

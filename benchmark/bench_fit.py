@@ -35,7 +35,11 @@ from _harness import REPO, finish, start, timed
 from scipy.optimize import minimize
 
 jax.config.update("jax_enable_x64", True)
+# This checkout's jaxlaw, not the copy the virtual environment was installed from (the script's
+# folder, not the repo root, heads sys.path).
+sys.path.insert(0, str(REPO))
 
+import jaxlaw  # noqa: E402
 from jaxlaw.fitting import fit_curves  # noqa: E402
 from jaxlaw.laws import RECTIFIED  # noqa: E402
 
@@ -190,7 +194,7 @@ def main(argv=None) -> dict:
     record = start("bench_fit", pin=False)  # in-process jax: no workers to match
     print(
         f"curves {n} x {log_l.shape[1]} points | jaxlaw starts (RECTIFIED.n_grid) {n_grid} | "
-        f"devices {[str(d) for d in jax.devices()]} | cpus {os.cpu_count()}"
+        f"devices {[str(d) for d in jax.devices()]} | cpus {os.cpu_count()} | {jaxlaw.__file__}"
     )
 
     # Sequential phases, jaxlaw first: XLA's pool is idle (blocked) before scipy starts.
@@ -258,6 +262,7 @@ def main(argv=None) -> dict:
 
     record |= {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "jaxlaw": jaxlaw.__file__,
         "n_curves": n,
         "n_points": int(log_l.shape[1]),
         "n_inits": n_grid,

@@ -3,6 +3,7 @@ cache, and one-line errors for arguments that make the question meaningless."""
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,31 @@ def test_compilation_cache_is_written_and_reused(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout == first.stdout  # the cached program gives the same fit
     assert {p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()} == entries
+
+
+def test_fit_then_select_share_a_cache(tmp_path):
+    """`select --method ourfit` runs the executable a `fit` of the same shapes stored. With
+    that file gone, jax's persistent cache serves the program; a copy of a served executable
+    lacks its kernels ("Function ... not found" on the next run), so nothing is stored then
+    (regression)."""
+    cache = tmp_path / "cache"
+    env = {"JAXLAW_CACHE_DIR": str(cache), "JAXLAW_NO_CACHE": ""}
+
+    def jaxlaw(argv: str) -> str:
+        r = _run(f"import sys\nfrom jaxlaw.cli import main\nsys.exit(main({argv}))", env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    select = "['select', 'flan', '--budget', '3200', '--method', 'ourfit']"
+    fit = jaxlaw("['fit', 'flan']")
+    stored = sorted((cache / "fits").iterdir())
+    assert len(stored) == 1
+    assert jaxlaw(select) == jaxlaw(select)
+    assert sorted((cache / "fits").iterdir()) == stored  # select found fit's executable
+    shutil.rmtree(cache / "fits")
+    assert jaxlaw("['fit', 'flan']") == fit  # served by the persistent cache
+    assert not (cache / "fits").exists()
+    assert jaxlaw("['fit', 'flan']") == fit
 
 
 def test_unwritable_cache_warns_once_and_runs(tmp_path):

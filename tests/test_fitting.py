@@ -197,3 +197,77 @@ def test_masked_zero_size_does_not_poison_laws_that_diverge_there(key):
 def test_bad_schedule_is_a_clear_error(key, kw):
     with pytest.raises(ValueError, match="must be >= 1"):
         fit_curves(POWER, X, X[None], key=key, **kw)
+
+
+@pytest.mark.parametrize("k", [2, 4, 5])
+def test_unrolled_cholesky_solve_matches_numpy(k):
+    from jaxlaw.fitting._lm import _solve_spd
+
+    rng = np.random.default_rng(k)
+    m = rng.normal(size=(k, k))
+    a = m @ m.T + 0.1 * np.eye(k)  # SPD, condition number ~1e2-1e3
+    b = rng.normal(size=k)
+    # Both solves are backward stable; at this conditioning they agree to ~1e-13 (measured).
+    np.testing.assert_allclose(
+        _solve_spd(jnp.asarray(a), jnp.asarray(b)), np.linalg.solve(a, b), rtol=1e-10
+    )
+
+
+def test_chunked_mse_halving_equals_stagewise_halving(key):
+    """`_halving_mse` (one loop; the screen in chunks of max(keep) starts) picks the same
+    best start and loss as `_halving` (one vmapped solve per stage) run on the MSE."""
+    from jaxlaw.fitting._fit import _halving, _halving_mse
+
+    _, y = _law_curve(B=250.0, D_l=100.0, beta=0.5, E=0.8)
+    y = y + 2e-3 * jr.normal(jr.key(3), y.shape, y.dtype)
+    mask = jnp.ones_like(y, bool)
+    n, schedule = RECTIFIED.n_grid, ((4, 100), (1, 400))  # 60 starts: 15 chunks of 4
+    starts = RECTIFIED.sample_init(key, X, y, mask, n)
+    data = (X, y, mask)
+    with jax.enable_x64(True):
+        a = _halving_mse(RECTIFIED, starts, data, n, 30, schedule, 1e-10, 1e-12)
+        b = _halving(RECTIFIED, "mse", 0.0, starts, data, n, 30, schedule, 1e-10, 1e-12)
+    # Same arithmetic per lane; only the lanes' grouping into vectors differs (last bits).
+    np.testing.assert_allclose(a[4], b[4], rtol=1e-10)  # every start after the screen
+    np.testing.assert_allclose(jnp.min(a[1]), jnp.min(b[1]), rtol=1e-10)
+
+
+def test_fit_curves_inside_jit_equals_top_level(key):
+    """Inside a caller's trace `fit_curves` compiles without its CPU compiler options (jit
+    refuses them on a nested jit); the numbers are the same."""
+    ys = jnp.stack([_law_curve(150.0 * k, 50.0 * k, 0.3 + 0.1 * k, 0.5 * k)[1] for k in (1, 2)])
+    top = fit_curves(RECTIFIED, X, ys, key=key)
+    nested = jax.jit(lambda y: fit_curves(RECTIFIED, X, y, key=key))(ys)
+    # Two compilations of one program: the emitters may fuse differently (last bits).
+    np.testing.assert_allclose(nested.loss, top.loss, rtol=1e-8)
+    np.testing.assert_allclose(nested.rmsd, top.rmsd, rtol=1e-8)
+
+
+def test_executable_cache_stores_then_loads_without_compiling(tmp_path, monkeypatch):
+    from jaxlaw.fitting import _aot, cached_fit_curves, use_executable_cache
+
+    ys = np.stack([np.asarray(_law_curve(250.0, 100.0, 0.5, 0.8)[1])] * 2)
+    mask = np.ones(ys.shape, bool)
+    use_executable_cache(tmp_path)
+    try:
+        with jax.enable_x64(True):
+            first = cached_fit_curves(RECTIFIED, X, ys, mask, seed=3)
+            (entry,) = tmp_path.iterdir()
+
+            def no_compile(*_):
+                raise AssertionError("a stored executable was compiled again")
+
+            monkeypatch.setattr(_aot, "_store", no_compile)
+            again = cached_fit_curves(RECTIFIED, X, ys, mask, seed=3)
+            monkeypatch.undo()
+            entry.write_bytes(b"truncated")  # a broken entry is compiled and replaced
+            fixed = cached_fit_curves(RECTIFIED, X, ys, mask, seed=3)
+        direct = fit_curves(RECTIFIED, X, ys, mask, key=jr.key(3))
+    finally:
+        use_executable_cache(None)
+    for u, v in zip(jax.tree.leaves(first), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(u, v)
+    for u, v in zip(jax.tree.leaves(first), jax.tree.leaves(fixed)):
+        np.testing.assert_array_equal(u, v)
+    assert entry.stat().st_size > 1000
+    np.testing.assert_allclose(first.loss, direct.loss, rtol=1e-8)  # the same fit, compiled apart

@@ -49,7 +49,7 @@ def enable_compilation_cache(*, disabled: bool = False) -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    from jaxlaw.fitting import use_export_cache
+    from jaxlaw.fitting import use_executable_cache
 
-    use_export_cache(path / "traced")  # and skip tracing the fits too
+    use_executable_cache(path / "fits")  # and skip tracing and compiling the fits too
     return path

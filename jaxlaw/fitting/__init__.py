@@ -15,7 +15,7 @@ masked argmin. ``faithful=True`` runs the reference code's own procedures, for p
 """
 
 from ._aot import cached_fit_curves as cached_fit_curves
-from ._aot import use_export_cache as use_export_cache
+from ._aot import use_executable_cache as use_executable_cache
 from ._fit import fit_curve as fit_curve
 from ._fit import fit_curves as fit_curves
 from ._fit import predict as predict

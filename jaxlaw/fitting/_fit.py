@@ -13,6 +13,12 @@ from ._reference import fit_rectified_reference, fit_vanilla_reference
 from ._result import FitResult, clean_points, huber
 from ._x64 import in_float64
 
+# XLA:CPU's default fusion emitters (jaxlib 0.10) take ~2x longer to compile the fit than the
+# classic loop emitters, at the same run time (2-core CPU, 30 and 90 curves); compile time is
+# most of what a CLI call pays. The option is a field of XLA's DebugOptions, which every
+# backend accepts; the others ignore it.
+COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
 
 def residuals(law: Law, p, log_d: Array, log_l: Array, mask: Array) -> Array:
     """Masked log residuals ``predict - log_l`` (zero at masked points)."""
@@ -67,45 +73,50 @@ def _halving(law, loss, delta, starts, data, n_inits, screen_steps, schedule, rt
 
 
 def _halving_mse(law, starts, data, n_inits, screen_steps, schedule, rtol, atol):
-    """The same successive halving for the MSE, with two compiled Levenberg-Marquardt loops.
+    """The same successive halving for the MSE, with ONE compiled Levenberg-Marquardt loop.
 
-    The screen runs every start; the polishing stages share ONE loop over the ``w`` =
-    max(keep) best screened starts, inside a ``fori_loop`` over stages with the lanes outside
-    a stage's ``keep`` best frozen. The program then holds two copies of the solver instead
-    of one per stage, which is what a CLI process pays for in compile time. Frozen lanes keep
-    their value and a polished start only improves, so the ``keep`` best of the ``w`` lanes
-    are the ``keep`` best of the previous stage's survivors, as in `_halving`.
+    Every stage runs the same loop over ``w`` = max(keep) lanes, inside a ``fori_loop`` over
+    stages: the screen in chunks of ``w`` starts, then each polishing stage on the ``w`` best
+    starts with the lanes outside its ``keep`` best frozen. The program holds one copy of the
+    solver (compiling a copy is most of what a CLI process pays), and a vmapped loop costs per
+    lane and step, so running the screen in chunks costs about what one wide loop does. Frozen
+    lanes keep their value and a polished start only improves, so the ``keep`` best of the
+    ``w`` best are the ``keep`` best of the previous stage's survivors, as in `_halving`.
     """
-
-    def one(p0, active, max_steps):
-        return _solve_one(law, "mse", 0.0, max_steps, rtol, atol, p0, *data, active=active)
-
-    everyone = jnp.ones(n_inits, bool)
-    params, value, met, total = jax.vmap(one, in_axes=(0, 0, None))(starts, everyone, screen_steps)
-    init_loss = value
-    if not schedule:
-        return params, value, met, total, init_loss
-    width = min(max(k for k, _ in schedule), n_inits)
-    idx = jnp.argsort(value, stable=True)[:width]
-    keeps = jnp.asarray([min(k, width) for k, _ in schedule], jnp.int32)
-    lengths = jnp.asarray([s for _, s in schedule], jnp.int32)
+    width = min(max((k for k, _ in schedule), default=n_inits), n_inits)
+    chunks = -(-n_inits // width)
+    padded = chunks * width  # the last chunk's spare lanes are frozen copies of start 0
+    params = jax.tree.map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[:1], padded - n_inits)]), starts
+    )
+    stages = [(c * width, width, screen_steps) for c in range(chunks)]
+    stages += [(-1, min(k, width), s) for k, s in schedule]  # -1: the best ``width`` lanes
+    first, keeps, lengths = (jnp.asarray(col, jnp.int32) for col in zip(*stages))
+    lane = jnp.arange(width)
 
     def stage(i, carry):
-        params, value, met, total = carry
-        active = jnp.argsort(jnp.argsort(value, stable=True), stable=True) < keeps[i]
-        new, new_value, converged, taken = jax.vmap(one, in_axes=(0, 0, None))(
-            params, active, lengths[i]
-        )
+        params, value, met, total, screened = carry
+        screen = first[i] >= 0
+        best = jnp.argsort(value, stable=True)[:width]
+        sel = jnp.where(screen, first[i] + lane, best)
+        active = jnp.where(screen, sel < n_inits, lane < keeps[i])
+        new, new_value, converged, taken = jax.vmap(
+            lambda p0, on: _solve_one(law, "mse", 0.0, lengths[i], rtol, atol, p0, *data, active=on)
+        )(jax.tree.map(lambda a: a[sel], params), active)
+        new_value = jnp.where(active, new_value, value[sel])
         return (
-            new,
-            jnp.where(active, new_value, value),
-            met | (active & converged),
-            total + jnp.where(active, taken, 0),
+            jax.tree.map(lambda a, b: a.at[sel].set(b), params, new),
+            value.at[sel].set(new_value),
+            met.at[sel].set(met[sel] | (active & converged)),
+            total.at[sel].add(jnp.where(active, taken, 0)),
+            screened.at[sel].set(jnp.where(screen, new_value, screened[sel])),
         )
 
-    carry = (jax.tree.map(lambda a: a[idx], params), value[idx], met[idx], total[idx])
-    params, value, met, total = jax.lax.fori_loop(0, len(schedule), stage, carry)
-    return params, value, met, total, init_loss
+    inf = jnp.full(padded, jnp.inf, data[1].dtype)
+    carry = (params, inf, jnp.zeros(padded, bool), jnp.zeros(padded, jnp.int32), inf)
+    out = jax.lax.fori_loop(0, len(stages), stage, carry)
+    params, value, met, total, screened = jax.tree.map(lambda a: a[:n_inits], out)
+    return params, value, met, total, screened
 
 
 @in_float64
@@ -204,21 +215,40 @@ def fit_curve(
     )
 
 
-@in_float64
-@partial(
-    jax.jit,
-    static_argnames=(
-        "law",
-        "n_inits",
-        "loss",
-        "delta",
-        "screen_steps",
-        "schedule",
-        "rtol",
-        "atol",
-        "faithful",
-    ),
+_STATIC = (
+    "law",
+    "n_inits",
+    "loss",
+    "delta",
+    "screen_steps",
+    "schedule",
+    "rtol",
+    "atol",
+    "faithful",
 )
+
+
+def _fit_curves(law, log_d, log_l, mask, *, key, **options):
+    log_l = jnp.asarray(log_l)
+    if mask is None:
+        mask = jnp.isfinite(log_l)
+    batch = log_l.shape[:-1]
+    n = log_l.shape[-1]
+    log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape).reshape(-1, n)
+    flat_l, flat_m = log_l.reshape(-1, n), jnp.broadcast_to(mask, log_l.shape).reshape(-1, n)
+    keys = jr.split(key, flat_l.shape[0])
+    one = partial(fit_curve, law, **options)
+    out = jax.vmap(lambda x, y, m, k: one(x, y, m, key=k))(log_d, flat_l, flat_m, keys)
+    return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
+
+
+# jit refuses compiler options on a nested jit, so a call from inside a trace (the caller's
+# jit or vmap) gets the same function without them.
+_fit_curves_top = jax.jit(_fit_curves, static_argnames=_STATIC, compiler_options=COMPILER_OPTIONS)
+_fit_curves_nested = jax.jit(_fit_curves, static_argnames=_STATIC)
+
+
+@in_float64
 def fit_curves(
     law: Law,
     log_d: Float[ArrayLike, "*#curves points"],
@@ -244,17 +274,13 @@ def fit_curves(
     Returns:
         `FitResult` whose leaves have the leading ``curves`` axis.
     """
-    log_l = jnp.asarray(log_l)
-    if mask is None:
-        mask = jnp.isfinite(log_l)
-    batch = log_l.shape[:-1]
-    n = log_l.shape[-1]
-    log_d = jnp.broadcast_to(jnp.asarray(log_d, log_l.dtype), log_l.shape).reshape(-1, n)
-    flat_l, flat_m = log_l.reshape(-1, n), jnp.broadcast_to(mask, log_l.shape).reshape(-1, n)
-    keys = jr.split(key, flat_l.shape[0])
-    one = partial(
-        fit_curve,
+    traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((log_d, log_l, mask, key)))
+    return (_fit_curves_nested if traced else _fit_curves_top)(
         law,
+        log_d,
+        log_l,
+        mask,
+        key=key,
         n_inits=n_inits,
         loss=loss,
         delta=delta,
@@ -264,13 +290,19 @@ def fit_curves(
         atol=atol,
         faithful=faithful,
     )
-    out = jax.vmap(lambda x, y, m, k: one(x, y, m, key=k))(log_d, flat_l, flat_m, keys)
-    return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
+
+
+fit_curves._cache_size = _fit_curves_top._cache_size  # type: ignore[attr-defined]
 
 
 @in_float64
+@partial(jax.jit, static_argnames="law")
 def predict(law: Law, params, log_d: Array) -> Array:
-    """Evaluate ``law`` for batched ``params`` (leading axes) at ``log_d`` (broadcast)."""
+    """Evaluate ``law`` for batched ``params`` (leading axes) at ``log_d`` (broadcast).
+
+    Jitted: one compiled call instead of an eager dispatch (and, in a fresh process, a
+    compile) per operation of the law.
+    """
     lead = jax.tree.leaves(params)[0].ndim
     fn = law.predict
     for _ in range(lead):

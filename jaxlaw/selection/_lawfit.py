@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..data import LossTable, check_fit_points
-from ..fitting import cached_fit_curves, in_float64
+from ..fitting import cached_fit_curves, in_float64, predict
 from ..laws import RECTIFIED, VANILLA, get_law
 from ._budget import budget_mask
 
@@ -83,8 +82,8 @@ def our_fit(
     # In reference mode, where the reference's acceptance test (A > Ec) fails it would return
     # None and crash; we predict from the fitted parameters anyway (4 of 630 curves, WMT19).
     fit = cached_fit_curves(RECTIFIED, log_d, log_l, mask, seed=seed, faithful=mode == "reference")
-    pred = jnp.exp(jax.vmap(RECTIFIED.predict, in_axes=(0, None))(fit.params, math.log(target)))
-    return np.asarray(pred).reshape(len(budgets), -1)
+    pred = np.exp(np.asarray(predict(RECTIFIED, fit.params, math.log(target))))
+    return pred.reshape(len(budgets), -1)
 
 
 @in_float64
@@ -114,9 +113,7 @@ def vanilla_fit(
     _check_mode(mode)
     log_d, log_l, mask = _curves(table, budgets, False, None)
     fit = cached_fit_curves(VANILLA, log_d, log_l, mask, seed=seed, faithful=mode == "reference")
-    pred = np.asarray(
-        jnp.exp(jax.vmap(VANILLA.predict, in_axes=(0, None))(fit.params, math.log(target)))
-    )
+    pred = np.exp(np.asarray(predict(VANILLA, fit.params, math.log(target))))
     pred = np.where(np.isfinite(pred), pred, nan_as)
     return pred.reshape(len(budgets), -1)
 
@@ -210,5 +207,5 @@ def fitted_curves(fit: TableFit, grid: np.ndarray) -> np.ndarray:
     """Loss of every model's fitted law on a grid of data sizes, shape (models, grid)."""
     law = get_law(fit.law)
     with np.errstate(divide="ignore"):
-        log_grid = jnp.asarray(np.log(np.asarray(grid, np.float64)))
-    return np.asarray(jnp.exp(jax.vmap(law.predict, in_axes=(0, None))(fit.params, log_grid)))
+        log_grid = np.log(np.asarray(grid, np.float64))
+    return np.exp(np.asarray(predict(law, fit.params, log_grid)))
