@@ -364,7 +364,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None) -> LossTable:
         return load_table(path, name=name)
     path = base / "rectified" / f"{name}.csv"
     if not path.is_file():
-        have = sorted(p.stem for p in (base / "rectified").glob("*.csv")) + list(MEASURED)
+        have = sorted(p.stem for p in (base / "rectified").glob("*.csv"))
         raise _fail("", f"loss table {name!r} not found at {path}; {missing_hint(base, have)}")
     return load_table(path, name=name)
 
