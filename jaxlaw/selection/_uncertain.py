@@ -114,7 +114,7 @@ def select_uncertain(
         the_law, fit, at, log_d=log_d, log_l=log_l, mask=mask, n_boot=n_boot,
         resampling=resampling, key=key_boot,
     )  # fmt: skip
-    preds, usable = jnp.exp(preds[..., 0]), usable  # (models, boot)
+    preds = jnp.exp(preds[..., 0])  # (models, boot)
     alpha = (1 - level) / 2
     p = np.asarray(preds)
     u = np.asarray(usable)
