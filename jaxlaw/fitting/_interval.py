@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import scipy.stats
 from jax.flatten_util import ravel_pytree
 
 from .._types import Array, ArrayLike, Bool, Float, Int, Key
@@ -231,6 +230,8 @@ def predict_interval(
         return Interval(lower, median, upper, kept.reshape(f.batch), dropped.reshape(f.batch))
 
     if method == "laplace":
+        import scipy.stats  # here, not at import: it would cost every CLI fit ~0.3 s
+
         pred, se, dof = _laplace(law, f.params, f.log_d, f.log_l, f.mask, f.at)
         dof = np.asarray(dof)
         q = np.where(dof > 0, scipy.stats.t.ppf(0.5 + level / 2, np.maximum(dof, 1)), np.nan)
