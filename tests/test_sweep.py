@@ -202,3 +202,31 @@ def test_sweep_cli_and_bad_input(candidates, tmp_path, capsys):
         assert len(err) == 1 and message in err[0] and err[0].startswith("jaxlaw: error:")
     with pytest.raises(SystemExit):
         main(["sweep", "--models", str(dirs[0]), "--sizes", "a,b", "--out", str(out), *common])
+
+
+def test_sweep_cli_on_the_newer_families_writes_a_selectable_table(candidates, tmp_path, capsys):
+    """Issue 17: `jaxlaw sweep` over tiny Phi-3, Gemma-2 and BLOOM checkpoints (fused
+    projections, soft-caps and local layers, ALiBi) writes a table `jaxlaw select` ranks."""
+    _, task = candidates
+    tok = train_tokenizer(task.prompts + task.responses, vocab_size=300)
+    dirs = []
+    for i, family in enumerate(("phi3", "gemma2", "bloom")):
+        cfg = ModelConfig.tiny(family, vocab_size=tok.vocab_size)
+        path = tmp_path / f"{family}-tiny"
+        save_pretrained(init_model(cfg, key=jax.random.key(i)), cfg, path)
+        save_tokenizer(tok, path)
+        dirs.append(path)
+    for name, lo, hi in (("train", 0, 64), ("eval", 64, 96)):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for p, r in zip(task.prompts[lo:hi], task.responses[lo:hi]):
+                f.write(json.dumps({"prompt": p, "response": r}) + "\n")
+    out = tmp_path / "t.csv"
+    argv = ["sweep", "--models", *map(str, dirs), "--sizes", "16,32,64", "--out", str(out)]
+    argv += ["--train", str(tmp_path / "train.jsonl"), "--eval", str(tmp_path / "eval.jsonl")]
+    argv += ["--lora-rank", "2", "--batch-size", "8", "--min-steps", "2", "--max-steps", "3"]
+    assert main([*argv, "--seq-len", "48", "--quiet"]) == 0
+    table = load_table(out)
+    assert table.families == ("phi3", "gemma2", "bloom") and np.isfinite(table.loss).all()
+    capsys.readouterr()
+    assert main(["select", str(out), "--budget", "32", "--method", "subtuning"]) == 0
+    assert "chosen: " in capsys.readouterr().out
