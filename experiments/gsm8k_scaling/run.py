@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> dict:
     cells: dict[int, dict] = {}
     for size in cfg.sizes:
         path = cell_path(size)
-        if path.is_file() and json.loads(path.read_text()).get("key") == key:
-            cells[size] = json.loads(path.read_text())
-            log(f"D={size:5d}: reusing {path} (loss {cells[size]['loss']:.4f})")
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        if saved.get("key") == key:
+            cells[size] = saved
+            log(f"D={size:5d}: reusing {path} (loss {saved['loss']:.4f})")
             continue
         set_adapters(model, init_adapters)
         t0 = time.perf_counter()

@@ -11,9 +11,10 @@
 TABLE is a CSV in the loss-table format (model rows; integer subset-size columns; optional
 ``size`` and ``family``) or the name of a table shipped with jaxlaw: the papers' flan, wmt19,
 gigaword (``--data`` / $JAXLAW_DATA read another copy) or smollm2_gsm8k (measured by jaxlaw:
-SmolLM2-135M LoRA on GSM8K subsets, experiments/gsm8k_scaling). Bad input ends with one ``jaxlaw: error:``
-line. Compiled XLA programs are cached in $JAXLAW_CACHE_DIR (default ~/.cache/jaxlaw/xla), so
-a repeated command skips compilation; ``--no-cache`` or JAXLAW_NO_CACHE=1 turns that off.
+SmolLM2-135M LoRA on GSM8K subsets, experiments/gsm8k_scaling). Bad input ends with one
+``jaxlaw: error:`` line. Compiled XLA programs are cached in $JAXLAW_CACHE_DIR (default
+~/.cache/jaxlaw/xla), so a repeated command skips compilation; ``--no-cache`` or
+JAXLAW_NO_CACHE=1 turns that off.
 """
 
 import argparse

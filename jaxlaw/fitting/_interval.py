@@ -30,7 +30,7 @@ from jax.flatten_util import ravel_pytree
 from .._types import Array, ArrayLike, Bool, Float, Int, Key
 from ..laws import Law
 from ..laws._law import masked_quantiles
-from ._fit import fit_curves, residuals
+from ._fit import fit_curves, predict, residuals
 from ._result import FitResult
 from ._x64 import in_float64
 
@@ -104,7 +104,6 @@ class _Flat(NamedTuple):
     log_l: Array
     mask: Array
     params: object
-    fitted: Array  # the fit's log loss at every point
     ok: Array  # the fit has a curve (finite objective)
     at: Array
     batch: tuple[int, ...]
@@ -125,8 +124,7 @@ def _flatten(law: Law, fit: FitResult, at, log_d, log_l, mask) -> _Flat:
     # A band needs a fitted curve, not a converged one: degenerate fits (ok False, finite
     # loss) still have a curve; their bootstrap replicates are judged one by one.
     ok = jnp.reshape(jnp.isfinite(fit.loss), (-1,))
-    fitted = jax.vmap(law.predict)(params, flat_d)
-    return _Flat(flat_d, flat_l, flat_m, params, fitted, ok, jnp.atleast_1d(at), batch)
+    return _Flat(flat_d, flat_l, flat_m, params, ok, jnp.atleast_1d(at), batch)
 
 
 def _bootstrap(law: Law, f: _Flat, n_boot: int, resampling: str, n_inits, key):
@@ -142,7 +140,7 @@ def _bootstrap(law: Law, f: _Flat, n_boot: int, resampling: str, n_inits, key):
     k_res, k_fit = jr.split(key)
     boot_d, boot_l, boot_m = jax.vmap(
         lambda k, d, l_, m, fv: _resample(resampling, k, d, l_, m, fv, n_boot)
-    )(jr.split(k_res, f.log_l.shape[0]), f.log_d, f.log_l, f.mask, f.fitted)
+    )(jr.split(k_res, f.log_l.shape[0]), f.log_d, f.log_l, f.mask, predict(law, f.params, f.log_d))
     refit = fit_curves(law, boot_d, boot_l, boot_m, key=k_fit, n_inits=n_inits)
     preds = jax.vmap(jax.vmap(law.predict, (0, None)), (0, None))(refit.params, f.at)
     usable = refit.ok & jnp.all(jnp.isfinite(preds), axis=-1) & f.ok[:, None]

@@ -17,7 +17,7 @@ import jax.random as jr
 import numpy as np
 
 from ..data import LossTable, check_fit_points
-from ..fitting import bootstrap_predictions, cached_fit_curves, in_float64
+from ..fitting import bootstrap_predictions, cached_fit_curves, in_float64, predict
 from ..laws import get_law
 from ._budget import budget_mask
 
@@ -123,7 +123,7 @@ def select_uncertain(
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanquantile(np.where(u, p, np.nan), [alpha, 1 - alpha], axis=1)
     lo, hi = np.where(kept >= 2, lo, np.nan), np.where(kept >= 2, hi, np.nan)
-    point = np.exp(np.asarray(jax.vmap(the_law.predict, (0, None))(fit.params, at[0])))
+    point = np.exp(np.asarray(predict(the_law, fit.params, at[0])))
     point = np.where(np.isfinite(np.asarray(fit.loss)), point, np.nan)
     chosen = int(np.nanargmin(point))
     joint = np.asarray(joint_draws(key_draw, preds, usable, draws))  # (draws, models)
